@@ -1,0 +1,45 @@
+"""The demo application: sign in, a long form, a JSON API, all behind session-expiry."""
+from __future__ import annotations
+
+from pyramid.config import Configurator
+from pyramid.security import Allowed, Denied
+
+from .. import settings as settings_module
+from ..security import SessionSecurityPolicy
+
+
+class AppSecurityPolicy(SessionSecurityPolicy):
+    """Signed-in users may ``view``; only administrators may ``admin``."""
+
+    def permits(self, request, context, permission):
+        if self.identity(request) is None:
+            return Denied("no active session")
+        if permission == "admin":
+            user = request.user
+            return Allowed("admin") if user and user.is_admin else Denied("not an admin")
+        return Allowed("signed in")
+
+
+def current_user(request):
+    from .models import User
+
+    userid = request.session_expiry.userid
+    return request.dbsession.get(User, int(userid)) if userid else None
+
+
+def make_app(global_config, **settings):
+    settings, _policy = settings_module.load(settings)
+    with Configurator(settings=settings) as config:
+        config.include(".db")
+        config.include("session_expiry")
+        config.set_security_policy(AppSecurityPolicy())
+        config.set_default_permission("view")
+        config.set_default_csrf_options(require_csrf=True)
+        config.add_request_method(current_user, "user", reify=True)
+        config.add_route("login", settings.get("session_expiry.login_url", "/login"))
+        config.add_route("home", "/")
+        config.add_route("workspace", "/workspace")
+        config.add_route("notes", "/api/notes")
+        config.add_static_view("static", "session_expiry.app:static", cache_max_age=3600)
+        config.scan(".views")
+    return config.make_wsgi_app()

@@ -1,0 +1,49 @@
+"""The application database: users (the session tables come with the SQL store)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import DateTime, String, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+_hasher = PasswordHasher()
+#: Verified against when the user does not exist, so both answers take as long.
+_DUMMY_HASH = _hasher.hash("not a real password")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(150), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    created: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=lambda: datetime.now(timezone.utc))
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = _hasher.hash(password)
+
+    def check_password(self, password: str) -> bool:
+        try:
+            return _hasher.verify(self.password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+
+def authenticate(dbsession, username: str, password: str) -> User | None:
+    """The user with these credentials, or None (in constant time either way)."""
+    user = dbsession.scalar(select(User).where(User.username == username))
+    if user is None:
+        try:
+            _hasher.verify(_DUMMY_HASH, password)
+        except VerificationError:
+            pass
+        return None
+    return user if user.check_password(password) else None

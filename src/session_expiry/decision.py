@@ -1,0 +1,116 @@
+"""The verdict on a request: a pure function of ticket, cookie, record and time.
+
+No I/O here. The tween gathers the inputs, calls :func:`decide`, and acts on
+the verdict; the stores call :func:`overdue_reason` to sweep.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .settings import Policy
+    from .stores import SessionRecord
+
+
+class Reason(StrEnum):
+    # Reasons a session ends (kept on its tombstone).
+    IDLE_TIMEOUT = "idle_timeout"
+    ABSOLUTE_TIMEOUT = "absolute_timeout"
+    LOGGED_OUT = "logged_out"
+    REVOKED = "revoked"
+    ENDED_BY_USER = "ended_by_user"
+    # Reasons a request is refused without a live session to end.
+    TICKET_MISMATCH = "ticket_mismatch"
+    TICKET_EXPIRED = "ticket_expired"
+    SESSION_LOST = "session_lost"
+
+
+class State(StrEnum):
+    ANONYMOUS = "anonymous"
+    ACTIVE = "active"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What a validly signed auth ticket says."""
+
+    userid: str
+    binding: str
+    issued: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: State
+    reason: Reason | None = None
+    #: The session is open but overdue: the tween must end it with ``reason``.
+    end_session: bool = False
+    #: The session is active and its last touch is ``touch_interval`` or more ago.
+    touch_due: bool = False
+
+
+ANONYMOUS = Verdict(State.ANONYMOUS)
+
+
+def ticket_binding(session_key: str) -> str:
+    """The token that binds an auth ticket to one session (tokens start with a letter)."""
+    return "s" + session_key[:32]
+
+
+def overdue_reason(record: SessionRecord, now: int) -> Reason | None:
+    """Why an open session is over at ``now``, or None if it is not (yet)."""
+    if now < min(record.idle_deadline, record.absolute_deadline):
+        return None
+    if record.absolute_deadline <= record.idle_deadline:
+        return Reason.ABSOLUTE_TIMEOUT
+    return Reason.IDLE_TIMEOUT
+
+
+def decide(
+    ticket: Ticket | None,
+    session_key: str | None,
+    record: SessionRecord | None,
+    now: int,
+    policy: Policy,
+) -> Verdict:
+    """Classify a request.
+
+    ``ticket`` is None when the auth ticket is missing or forged, ``session_key``
+    when the session cookie is missing or not validly signed, ``record`` when the
+    store does not know the session.
+    """
+    ticket_expired = ticket is not None and now >= ticket.issued + policy.idle_timeout
+
+    if record is None:
+        if ticket is None:
+            return ANONYMOUS
+        if ticket_expired:
+            return _refused(Reason.TICKET_EXPIRED)
+        if session_key is None or ticket.binding != ticket_binding(session_key):
+            return _refused(Reason.TICKET_MISMATCH)
+        return _refused(Reason.SESSION_LOST)
+
+    bound = ticket is not None and (
+        ticket.binding == ticket_binding(record.key) and ticket.userid == record.user_id
+    )
+    if record.ended_at is not None:
+        if ticket is not None and not bound:
+            return _refused(Reason.TICKET_MISMATCH)
+        return _refused(Reason(record.end_reason))
+
+    # An open session past its deadline ends whoever asks: the record is the clock.
+    reason = overdue_reason(record, now)
+    if reason is not None:
+        return Verdict(State.ENDED, reason, end_session=True)
+    if not bound:
+        return _refused(Reason.TICKET_MISMATCH)
+    if ticket_expired:
+        return _refused(Reason.TICKET_EXPIRED)
+    return Verdict(State.ACTIVE, touch_due=now - record.last_seen >= policy.touch_interval)
+
+
+def _refused(reason: Reason) -> Verdict:
+    return Verdict(State.ENDED, reason)

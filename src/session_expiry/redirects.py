@@ -1,0 +1,47 @@
+"""Safe return URLs: only a path on this site, never an open redirect."""
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+MAX_LENGTH = 2048
+
+
+def safe_path(candidate: str | None, fallback: str = "/") -> str:
+    """``candidate`` if it is a local absolute path, else ``fallback``.
+
+    Rejects schemes (``javascript:``, ``https:``), network paths (``//host``),
+    backslash forms (``/\\host``, which browsers read as ``//host``), control
+    characters, and any of these hidden behind percent-encoding.
+    """
+    if not candidate or len(candidate) > MAX_LENGTH:
+        return fallback
+    decoded = candidate
+    for _ in range(3):  # look through double and triple encoding
+        if not _looks_local(decoded):
+            return fallback
+        once_more = unquote(decoded)
+        if once_more == decoded:
+            break
+        decoded = once_more
+    else:
+        return fallback
+    return candidate
+
+
+def _looks_local(path: str) -> bool:
+    if not path.startswith("/") or path.startswith(("//", "/\\")):
+        return False
+    if "\\" in path or any(ord(char) < 0x20 or ord(char) == 0x7F for char in path):
+        return False
+    parts = urlsplit(path)
+    return not parts.scheme and not parts.netloc
+
+
+def same_site_path(url: str | None, host_url: str) -> str | None:
+    """The local path of ``url`` if it points at this site (e.g. a Referer), else None."""
+    if not url:
+        return None
+    if url.startswith(host_url + "/"):
+        url = url[len(host_url):]
+    path = safe_path(url, fallback="")
+    return path or None

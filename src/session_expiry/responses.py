@@ -1,0 +1,114 @@
+"""How a refused request is answered: each kind of client gets what it can use.
+
+- a page load gets a 303 to the expired page (or the login page);
+- htmx gets a 401 with ``HX-Redirect`` (XHR follows a 3xx silently);
+- fetch, XHR and API clients get a 401 JSON (fetch sends ``Accept: */*`` and
+  would follow a redirect to the expired page's HTML as a 200).
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+from urllib.parse import urlencode
+
+from pyramid.httpexceptions import HTTPForbidden, HTTPSeeOther, HTTPUnauthorized
+from pyramid.response import Response
+
+from .redirects import safe_path, same_site_path
+
+#: A scheme browsers do not prompt for (unlike Basic or Digest).
+WWW_AUTHENTICATE = 'Cookie realm="session-expiry", form-action="{login_url}"'
+_HTML = ("text/html", "application/xhtml+xml")
+
+
+class RequestKind(StrEnum):
+    PAGE = "page"
+    HTMX = "htmx"
+    API = "api"
+
+
+def request_kind(sec_fetch_mode: str | None, hx_request: str | None, accept: str | None):
+    """Classify a request by what its client can do with the answer."""
+    if (hx_request or "").strip().lower() == "true":
+        return RequestKind.HTMX
+    if sec_fetch_mode:
+        return RequestKind.PAGE if sec_fetch_mode.strip().lower() == "navigate" else RequestKind.API
+    return RequestKind.PAGE if _prefers_html(accept or "") else RequestKind.API
+
+
+def _prefers_html(accept: str) -> bool:
+    """True when ``accept`` names HTML explicitly and ranks it at least as high as JSON."""
+    html = json = 0.0
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        media = media.lower()
+        if media in _HTML:
+            html = max(html, quality)
+        elif media == "application/json":
+            json = max(json, quality)
+    return html > 0 and html >= json
+
+
+def kind_of(request) -> RequestKind:
+    headers = request.headers
+    return request_kind(headers.get("Sec-Fetch-Mode"), headers.get("HX-Request"),
+                        headers.get("Accept"))
+
+
+def came_from(request, kind: RequestKind) -> str:
+    """The page to return to after signing in again."""
+    if kind is RequestKind.PAGE and request.method in ("GET", "HEAD"):
+        return safe_path(request.path_qs)
+    candidates = [request.headers.get("Referer")]
+    if kind is RequestKind.HTMX:
+        candidates.insert(0, request.headers.get("HX-Current-URL"))
+    for url in candidates:
+        path = same_site_path(url, request.host_url)
+        if path:
+            return path
+    return "/"
+
+
+def with_query(url: str, **params) -> str:
+    query = urlencode({k: v for k, v in params.items() if v})
+    return f"{url}{'&' if '?' in url else '?'}{query}" if query else url
+
+
+def refusal(request, policy, reason: str | None) -> Response:
+    """The answer to a request that needs a session it does not have.
+
+    ``reason`` is None for a visitor who never signed in: they go to the login
+    page, never to the expired page.
+    """
+    kind = kind_of(request)
+    back = came_from(request, kind)
+    login_url = with_query(policy.login_url, came_from=back if back != "/" else None)
+    if reason is None:
+        target, body = login_url, {"error": "not_authenticated", "login_url": login_url}
+    else:
+        target = with_query(policy.expired_url, reason=str(reason), came_from=back)
+        body = {"error": "session_expired", "reason": str(reason), "login_url": login_url}
+
+    if kind is RequestKind.PAGE:
+        response = HTTPSeeOther(location=target)
+    else:
+        response = HTTPUnauthorized(json_body=body, content_type="application/json")
+        response.www_authenticate = WWW_AUTHENTICATE.format(login_url=policy.login_url)
+        if kind is RequestKind.HTMX:
+            response.headers["HX-Redirect"] = target
+    response.cache_control = "no-store"
+    return response
+
+
+def forbidden(request) -> Response:
+    """A signed-in user without the permission a view needs."""
+    if kind_of(request) is RequestKind.PAGE:
+        return HTTPForbidden("You do not have permission to see this page.")
+    return HTTPForbidden(json_body={"error": "forbidden"}, content_type="application/json")

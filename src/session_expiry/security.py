@@ -1,0 +1,31 @@
+"""The security policy: a request is authenticated exactly when its session is active.
+
+``remember`` and ``forget`` start and end the session; the tween writes the
+ticket cookie on the way out, so both return no headers.
+"""
+from __future__ import annotations
+
+from pyramid.security import Allowed, Denied
+
+
+class SessionSecurityPolicy:
+    """Any signed-in user has every permission; subclass ``permits`` for more."""
+
+    def identity(self, request):
+        return request.session_expiry.userid
+
+    def authenticated_userid(self, request):
+        return request.session_expiry.userid
+
+    def permits(self, request, context, permission):
+        if self.identity(request) is None:
+            return Denied("no active session")
+        return Allowed("signed in")
+
+    def remember(self, request, userid, **kw):
+        request.session_expiry.login(userid)
+        return []
+
+    def forget(self, request, **kw):
+        request.session_expiry.logout()
+        return []

@@ -1,0 +1,238 @@
+"""The one settings loader: fill from the environment, parse, validate.
+
+``pserve``, ``alembic`` and every console script read their settings through
+:func:`load`, so they all see the same secret and database URLs. Validation
+happens once, at start-up; a contradiction stops start-up with a
+``ConfigurationError`` that names the key and says what to write.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+
+from pyramid.exceptions import ConfigurationError
+from pyramid.settings import asbool
+
+log = logging.getLogger(__name__)
+
+PREFIX = "session_expiry."
+
+#: Settings an ini file may leave out and take from the environment instead
+#: (PasteDeploy cannot interpolate environment variables).
+FROM_ENVIRONMENT = {
+    "session_expiry.secret": "SESSION_EXPIRY_SECRET",
+    "sqlalchemy.url": "SQLALCHEMY_URL",
+}
+
+#: The Beaker backends this package registers, by their ``session.type``.
+STORE_TYPES = ("expiry:memory",)
+
+#: Beaker options we set ourselves when the ini leaves them out; any other
+#: value contradicts the one clock and stops start-up.
+BEAKER_REQUIRED = {
+    "save_accessed_time": ("false", "it rewrites the session on every request (lost updates); "
+                           "the session record keeps last-seen time itself"),
+    "auto": ("false", "it saves the session on every request; the session record is touched "
+             "at most once per touch_interval"),
+    "data_serializer": ("json", "session data is kept as readable JSON, never pickle"),
+}
+
+#: Every ``session_expiry.*`` key; anything else is a typo and stops start-up.
+KNOWN = frozenset({
+    "idle_timeout", "absolute_timeout", "warn_before", "touch_interval", "retention",
+    "secret", "login_url", "expired_url", "clock",
+})
+
+MIN_SECRET_LENGTH = 32
+WCAG_MIN_WARNING = 20
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_UNITS = (86400, 3600, 60, 1)
+
+
+def parse_duration(text: str | int) -> int:
+    """Whole seconds from ``1200``, ``90s``, ``20m``, ``8h``, ``1h30m`` or ``30d``."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value.isdigit():
+        return int(value)
+    match = _DURATION.fullmatch(value)
+    if not value or match is None:
+        raise ValueError(f"{text!r} is not a duration (write e.g. 1200, 90s, 20m, 8h, 1h30m, 30d)")
+    return sum(int(part) * unit for part, unit in zip(match.groups(), _UNITS) if part)
+
+
+def describe_duration(seconds: int) -> str:
+    """``1200`` -> ``20 minutes``; ``5400`` -> ``1 hour 30 minutes``."""
+    parts = []
+    for unit, name in zip(_UNITS, ("day", "hour", "minute", "second")):
+        count, seconds = divmod(seconds, unit)
+        if count:
+            parts.append(f"{count} {name}" + ("s" if count != 1 else ""))
+    return " ".join(parts) or "0 seconds"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The parsed ``session_expiry.*`` settings; durations in whole seconds."""
+
+    idle_timeout: int = 1200
+    absolute_timeout: int = 8 * 3600
+    warn_before: int = 120
+    touch_interval: int = 120
+    retention: int = 30 * 86400
+    secret: str = ""
+    login_url: str = "/login"
+    expired_url: str = "/session-expired"
+    store_type: str = "expiry:memory"
+    ticket_cookie: str = "auth_tkt"
+    cookie_secure: bool = False
+    cookie_samesite: str = "Lax"
+
+
+def fill_from_environment(settings: dict, environ=os.environ) -> dict:
+    """Return ``settings`` with secrets and URLs the ini left out taken from the environment."""
+    filled = dict(settings)
+    for key, variable in FROM_ENVIRONMENT.items():
+        if not str(filled.get(key) or "").strip() and environ.get(variable):
+            filled[key] = environ[variable]
+    return filled
+
+
+def _fail(key: str, problem: str, advice: str) -> ConfigurationError:
+    return ConfigurationError(f"{key}: {problem}; {advice}")
+
+
+def _duration(settings: dict, name: str, default: int | None) -> int:
+    key = PREFIX + name
+    raw = settings.get(key)
+    if raw is None or str(raw).strip() == "":
+        return default
+    try:
+        seconds = parse_duration(raw)
+    except ValueError as error:
+        raise _fail(key, str(error), f"write e.g. {key} = 20m") from None
+    if seconds <= 0:
+        raise _fail(key, "must be longer than 0 seconds", f"write e.g. {key} = 20m")
+    return seconds
+
+
+def _check_beaker(settings: dict) -> dict:
+    """Validate the ``session.*`` options and return them with ours filled in."""
+    beaker = {k[len("session."):]: v for k, v in settings.items() if k.startswith("session.")}
+    store_type = str(beaker.get("type") or "").strip()
+    if store_type not in STORE_TYPES:
+        raise _fail(
+            "session.type",
+            f"{store_type or 'nothing'!r} is not a session-expiry store",
+            "write session.type = " + " or ".join(STORE_TYPES),
+        )
+    if str(beaker.get("timeout") or "").strip():
+        raise _fail(
+            "session.timeout",
+            "Beaker's own timeout would be a second clock",
+            "remove it; session_expiry.idle_timeout drives the session and the auth ticket",
+        )
+    if str(beaker.get("encrypt_key") or "").strip():
+        raise _fail(
+            "session.encrypt_key",
+            "session data is stored as readable JSON in our store, not as an encrypted blob",
+            "remove it",
+        )
+    if str(beaker.get("secret") or "").strip():
+        raise _fail(
+            "session.secret",
+            "a second secret for the session cookie",
+            "remove it; session_expiry.secret signs the session cookie and the auth ticket",
+        )
+    for name, (required, why) in BEAKER_REQUIRED.items():
+        value = beaker.get(name)
+        if value is None or str(value).strip() == "":
+            beaker[name] = required
+            continue
+        normal = str(value).strip().lower()
+        if name != "data_serializer":
+            normal = "true" if asbool(normal) else "false"
+        if normal != required:
+            raise _fail(f"session.{name}", f"is {value!r}, but {why}",
+                        f"write session.{name} = {required} (or leave it out)")
+    return beaker
+
+
+def load(settings: dict, environ=os.environ) -> tuple[dict, Policy]:
+    """Fill, parse and validate ``settings``; return them with the ``Policy``.
+
+    Raises ``ConfigurationError`` naming the key and what to write.
+    """
+    settings = fill_from_environment(settings, environ)
+    for key in settings:
+        if key.startswith(PREFIX) and key[len(PREFIX):] not in KNOWN:
+            raise _fail(key, "is not a session-expiry setting",
+                        "check the spelling; the README lists every setting")
+    beaker = _check_beaker(settings)
+
+    idle = _duration(settings, "idle_timeout", 1200)
+    absolute = _duration(settings, "absolute_timeout", 8 * 3600)
+    warn = _duration(settings, "warn_before", 120)
+    touch = _duration(settings, "touch_interval", max(1, idle // 10))
+    retention = _duration(settings, "retention", 30 * 86400)
+
+    if warn >= idle:
+        raise _fail(PREFIX + "warn_before", f"{warn}s is not shorter than idle_timeout ({idle}s)",
+                    "write a warn_before shorter than idle_timeout, e.g. idle_timeout / 10")
+    if touch > idle - warn:
+        raise _fail(
+            PREFIX + "touch_interval",
+            f"{touch}s is longer than idle_timeout - warn_before ({idle - warn}s), "
+            "so an active user could see the warning",
+            f"write session_expiry.touch_interval = {max(1, (idle - warn) // 2)}s or less",
+        )
+    if absolute < idle:
+        raise _fail(PREFIX + "absolute_timeout",
+                    f"{absolute}s is shorter than idle_timeout ({idle}s)",
+                    "write an absolute_timeout at least as long as idle_timeout")
+    if warn < WCAG_MIN_WARNING:
+        log.warning("session_expiry.warn_before is %ss; WCAG 2.2.1 wants at least %ss "
+                    "for a person to respond", warn, WCAG_MIN_WARNING)
+
+    secret = str(settings.get(PREFIX + "secret") or "").strip()
+    if len(secret) < MIN_SECRET_LENGTH:
+        problem = "is missing" if not secret else f"is {len(secret)} characters long"
+        raise _fail(
+            PREFIX + "secret", problem,
+            f"write {MIN_SECRET_LENGTH} or more random characters there or in the "
+            f"{FROM_ENVIRONMENT[PREFIX + 'secret']} environment variable "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(48))')",
+        )
+
+    login_url = _local_path(settings, "login_url", "/login")
+    expired_url = _local_path(settings, "expired_url", "/session-expired")
+    samesite = str(beaker.get("samesite") or "Lax").strip()
+
+    policy = Policy(
+        idle_timeout=idle, absolute_timeout=absolute, warn_before=warn, touch_interval=touch,
+        retention=retention, secret=secret, login_url=login_url, expired_url=expired_url,
+        store_type=str(beaker["type"]).strip(),
+        cookie_secure=asbool(beaker.get("secure", False)),
+        cookie_samesite=samesite,
+    )
+    settings.update({"session." + k: v for k, v in beaker.items()})
+    return settings, policy
+
+
+def _local_path(settings: dict, name: str, default: str) -> str:
+    key = PREFIX + name
+    value = str(settings.get(key) or default).strip()
+    if not value.startswith("/") or value.startswith("//"):
+        raise _fail(key, f"{value!r} is not a path on this site", f"write e.g. {key} = {default}")
+    return value
+
+
+def from_ini(path: str, name: str = "main") -> dict:
+    """The app's settings from an ini file, filled from the environment (for alembic)."""
+    from pyramid.paster import get_appsettings
+
+    return fill_from_environment(dict(get_appsettings(path, name=name)))

@@ -1,0 +1,86 @@
+"""Session stores: one protocol, one record, several backends.
+
+A store keeps, per session, the lifecycle record and the session data in one
+entry, keyed by a hash of the session id (never the raw id). Ending is one
+operation, conditional on the session being open, so each session ends
+exactly once and the store reports it exactly once through ``on_end``.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from typing import Callable, Protocol
+
+
+def session_key(session_id: str) -> str:
+    """The key a session is stored under: SHA-256 of its id, in hex."""
+    return hashlib.sha256(session_id.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One session's lifecycle. Times are whole seconds since the epoch, UTC."""
+
+    key: str
+    user_id: str
+    created: int
+    last_seen: int
+    idle_deadline: int
+    absolute_deadline: int
+    ended_at: int | None = None
+    end_reason: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended_at is None
+
+    @property
+    def deadline(self) -> int:
+        """When the session ends unless touched: the earlier of its two deadlines."""
+        return min(self.idle_deadline, self.absolute_deadline)
+
+    def remaining(self, now: int) -> int:
+        return max(0, self.deadline - now)
+
+    def touched(self, now: int, idle_timeout: int) -> SessionRecord:
+        return replace(self, last_seen=now, idle_deadline=now + idle_timeout)
+
+    def ended(self, now: int, reason: str) -> SessionRecord:
+        return replace(self, ended_at=now, end_reason=str(reason))
+
+
+OnEnd = Callable[[SessionRecord], None]
+
+
+class SessionStore(Protocol):
+    """What the tween, the views and the Beaker adapter need from a store."""
+
+    def open(self, key: str, user_id: str, now: int, ip: str | None = None,
+             user_agent: str | None = None) -> SessionRecord:
+        """Create an open session entry with empty data."""
+
+    def get(self, key: str) -> SessionRecord | None:
+        """The record (open or tombstone), or None if the store does not know it."""
+
+    def load_data(self, key: str) -> dict | None:
+        """The data of an open session; None for tombstones and unknown keys."""
+
+    def save_data(self, key: str, data: dict) -> bool:
+        """Replace the data of an open session; never resurrects an ended one."""
+
+    def touch(self, key: str, now: int) -> SessionRecord | None:
+        """Move the idle deadline of an open session; None if it is not open."""
+
+    def end(self, key: str, reason: str, now: int) -> SessionRecord | None:
+        """End an open session: purge its data, keep a tombstone, report it once.
+
+        Returns the tombstone if this call ended the session, None otherwise.
+        """
+
+    def sweep(self, now: int) -> list[SessionRecord]:
+        """End every overdue open session; prune tombstones past retention."""
+
+    def close(self) -> None:
+        """Stop background work and release resources."""

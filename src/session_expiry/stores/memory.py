@@ -1,0 +1,156 @@
+"""The memory store: one process, for development and tests.
+
+Like a classic in-process session store it notices the end of a session by
+itself: a sweep thread ends overdue sessions within a second of their
+deadline and reports each end once. Data is kept as JSON text, so no two
+requests share mutable objects and nothing unserialisable slips in.
+"""
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+from ..decision import overdue_reason
+from ..settings import Policy
+from . import OnEnd, SessionRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Entry:
+    record: SessionRecord
+    data: str | None  # JSON text while open; None once ended
+
+
+class MemoryStore:
+    """A thread-safe in-memory ``SessionStore``."""
+
+    #: How often the sweep thread looks for overdue sessions (seconds of real time).
+    sweep_every = 0.25
+
+    def __init__(self, policy: Policy, clock, on_end: OnEnd = lambda record: None):
+        self.policy = policy
+        self.clock = clock
+        self.on_end = on_end
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+        self._deadlines: list[tuple[int, str]] = []  # heap; stale items are skipped
+        self._tombstones: deque[tuple[int, str]] = deque()  # in the order they ended
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the protocol ---------------------------------------------------------
+
+    def open(self, key, user_id, now, ip=None, user_agent=None):
+        record = SessionRecord(
+            key=key, user_id=str(user_id), created=now, last_seen=now,
+            idle_deadline=now + self.policy.idle_timeout,
+            absolute_deadline=now + self.policy.absolute_timeout,
+            ip=ip, user_agent=user_agent,
+        )
+        with self._lock:
+            self._entries[key] = _Entry(record, "{}")
+            heapq.heappush(self._deadlines, (record.deadline, key))
+        return record
+
+    def get(self, key):
+        entry = self._entries.get(key)
+        return entry.record if entry else None
+
+    def load_data(self, key):
+        entry = self._entries.get(key)
+        data = entry.data if entry else None
+        return None if data is None else json.loads(data)
+
+    def save_data(self, key, data):
+        text = json.dumps(data, separators=(",", ":"))
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or not entry.record.is_open:
+                return False
+            entry.data = text
+            return True
+
+    def touch(self, key, now):
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or not entry.record.is_open:
+                return None
+            entry.record = entry.record.touched(now, self.policy.idle_timeout)
+            heapq.heappush(self._deadlines, (entry.record.deadline, key))
+            return entry.record
+
+    def end(self, key, reason, now):
+        with self._lock:
+            record = self._end_locked(key, reason, now)
+        if record is not None:
+            self._report(record)
+        return record
+
+    def sweep(self, now):
+        ended = []
+        with self._lock:
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, key = heapq.heappop(self._deadlines)
+                entry = self._entries.get(key)
+                reason = entry and entry.record.is_open and overdue_reason(entry.record, now)
+                if reason:
+                    ended.append(self._end_locked(key, reason, now))
+            horizon = now - self.policy.retention
+            while self._tombstones and self._tombstones[0][0] <= horizon:
+                _, key = self._tombstones.popleft()
+                self._entries.pop(key, None)
+        for record in ended:
+            self._report(record)
+        return ended
+
+    def close(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    # -- reports for tests and pages -------------------------------------------
+
+    def records(self) -> list[SessionRecord]:
+        with self._lock:
+            return [entry.record for entry in self._entries.values()]
+
+    # -- the sweep thread ------------------------------------------------------
+
+    def start(self) -> None:
+        """Run :meth:`sweep` in a daemon thread until :meth:`close`."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="session-expiry-sweep", daemon=True)
+            self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(self.sweep_every):
+            try:
+                self.sweep(int(self.clock()))
+            except Exception:  # keep sweeping; one bad subscriber must not stop it
+                log.exception("session sweep failed")
+
+    # -- internals -------------------------------------------------------------
+
+    def _end_locked(self, key, reason, now):
+        entry = self._entries.get(key)
+        if entry is None or not entry.record.is_open:
+            return None
+        entry.record = entry.record.ended(now, reason)
+        entry.data = None
+        self._tombstones.append((now, key))
+        return entry.record
+
+    def _report(self, record):
+        try:
+            self.on_end(record)
+        except Exception:
+            log.exception("reporting the end of session %s failed", record.key[:12])

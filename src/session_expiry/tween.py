@@ -1,0 +1,246 @@
+"""The tween: gather the inputs, take the verdict, act on it.
+
+On the way in it reads the auth ticket, the session cookie and the session's
+record, asks :func:`~session_expiry.decision.decide`, and ends a session that
+is overdue (whoever notices first ends it). Before a view runs, an active
+session is touched if its last touch is ``touch_interval`` or more ago (views
+declared with ``session_touch=False`` are passive). On the way out the ticket
+is reissued in the same request that touched the record, from the same
+``now``, so both deadlines are the same instant, and every response to an
+active session says how many seconds are left.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from beaker.session import SignedCookie
+
+from .decision import Reason, State, Verdict, decide, ticket_binding
+from .redirects import safe_path
+from .responses import with_query
+from .settings import Policy
+from .stores import SessionRecord, SessionStore, session_key
+from .ticket import build_ticket, read_ticket
+
+log = logging.getLogger(__name__)
+
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")
+MAX_COOKIE_LENGTH = 512
+USER_AGENT_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """What the add-on built at start-up; kept on the registry as ``registry.session_expiry``."""
+
+    policy: Policy
+    store: SessionStore
+    clock: callable
+    ticket_secret: str
+    cookie_secret: str
+    session_cookie: str
+
+
+class SessionExpiry:
+    """``request.session_expiry``: this request's view of its session's lifecycle."""
+
+    def __init__(self, request, expiry: Expiry):
+        self.request = request
+        self.expiry = expiry
+        self.policy = expiry.policy
+        self.store = expiry.store
+        self.now = int(expiry.clock())
+        self.passive = False
+        self._touch_checked = False
+        self._reissue = False
+
+        cookies = request.cookies
+        self._ticket_sent = self.policy.ticket_cookie in cookies
+        ticket = read_ticket(expiry.ticket_secret, cookies.get(self.policy.ticket_cookie))
+        self.session_key = self._read_session_key(cookies.get(expiry.session_cookie))
+        self.record = self.store.get(self.session_key) if self.session_key else None
+        self.verdict = decide(ticket, self.session_key, self.record, self.now, self.policy)
+
+        if self.verdict.end_session:
+            self.store.end(self.record.key, self.verdict.reason, self.now)
+            self.record = self.store.get(self.record.key)
+            # Another process may have ended it first, for another reason: tell the truth.
+            if self.record is not None and self.record.end_reason:
+                self.verdict = Verdict(State.ENDED, Reason(self.record.end_reason))
+
+    # -- what views and templates read ------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        return self.verdict.state is State.ACTIVE
+
+    @property
+    def state(self) -> State:
+        return self.verdict.state
+
+    @property
+    def reason(self) -> Reason | None:
+        return self.verdict.reason
+
+    @property
+    def userid(self) -> str | None:
+        return self.record.user_id if self.active else None
+
+    @property
+    def remaining(self) -> int:
+        """Whole seconds until the session ends unless it is touched; 0 if not active."""
+        return self.record.remaining(self.now) if self.active else 0
+
+    @property
+    def warn_before(self) -> int:
+        return self.policy.warn_before
+
+    @property
+    def expired_url_at_deadline(self) -> str:
+        """Where this page should go when its session runs out (the meta refresh)."""
+        reason = (Reason.ABSOLUTE_TIMEOUT
+                  if self.record.absolute_deadline <= self.record.idle_deadline
+                  else Reason.IDLE_TIMEOUT)
+        return with_query(self.policy.expired_url, reason=str(reason),
+                          came_from=safe_path(self.request.path_qs))
+
+    def page_config(self, csrf_token: str) -> dict:
+        """The figures and URLs the browser script starts from."""
+        return {
+            "expiresIn": self.remaining,
+            "warnBefore": self.policy.warn_before,
+            "touchInterval": self.policy.touch_interval,
+            "statusUrl": self.request.route_path("session_expiry.status"),
+            "extendUrl": self.request.route_path("session_expiry.extend"),
+            "expiredUrl": self.expired_url_at_deadline,
+            "loginUrl": self.policy.login_url,
+            "csrfToken": csrf_token,
+        }
+
+    # -- what views do ---------------------------------------------------------
+
+    def touch_if_due(self) -> None:
+        """Count this request as activity, at most once per ``touch_interval``."""
+        if self._touch_checked or self.passive:
+            return
+        self._touch_checked = True
+        if self.active and self.now - self.record.last_seen >= self.policy.touch_interval:
+            self._touch()
+
+    def extend(self) -> int:
+        """Touch now, whatever the interval ("stay signed in"); return seconds left."""
+        self._touch_checked = True
+        if self.active:
+            self._touch()
+        return self.remaining
+
+    def login(self, userid: str) -> SessionRecord:
+        """Start a new session for ``userid`` under a new id (no fixation)."""
+        session = self.request.session
+        if self.record is not None and self.record.is_open:
+            self.store.end(self.record.key, Reason.LOGGED_OUT, self.now)
+        session.invalidate()  # a fresh random id, whatever id the client sent
+        self.session_key = session_key(session.id)
+        self.record = self.store.open(
+            self.session_key, str(userid), self.now,
+            ip=self.request.client_addr,
+            user_agent=(self.request.user_agent or "")[:USER_AGENT_LENGTH] or None,
+        )
+        session.changed()  # make Beaker write the entry's data and send the new cookie
+        self.verdict = Verdict(State.ACTIVE)
+        self._touch_checked = True
+        self._reissue = True
+        return self.record
+
+    def logout(self, reason: Reason = Reason.LOGGED_OUT) -> None:
+        """End this session (an old cookie replayed later loads nothing) and forget the ticket.
+
+        The session cookie stays, so other tabs learn from the tombstone why they
+        were signed out.
+        """
+        if self.record is not None and self.record.is_open:
+            self.store.end(self.record.key, reason, self.now)
+            self.record = self.store.get(self.record.key)
+        self.verdict = Verdict(State.ENDED, Reason(self.record.end_reason) if self.record
+                               and self.record.end_reason else reason)
+        self._reissue = False
+
+    # -- what the tween does on the way out --------------------------------------
+
+    def apply(self, response) -> None:
+        cookie = self.policy.ticket_cookie
+        if self.active:
+            if self._reissue:
+                value = build_ticket(self.expiry.ticket_secret, self.record.user_id,
+                                     ticket_binding(self.record.key), self.now)
+                response.set_cookie(cookie, value, **self._cookie_options())
+            response.headers["Session-Expires-In"] = str(self.remaining)
+            response.headers["Session-Warn-Before"] = str(self.policy.warn_before)
+            if not response.headers.get("Cache-Control"):
+                response.cache_control = "private, no-store"
+        elif self._ticket_sent:
+            response.delete_cookie(cookie, path="/")
+
+    # -- internals -------------------------------------------------------------
+
+    def _touch(self) -> None:
+        record = self.store.touch(self.record.key, self.now)
+        if record is None:  # ended meanwhile (logout in another tab, revoke, sweep)
+            self.record = self.store.get(self.record.key)
+            reason = self.record.end_reason if self.record else Reason.SESSION_LOST
+            self.verdict = Verdict(State.ENDED, Reason(reason))
+            return
+        self.record = record
+        self._reissue = True
+
+    def _read_session_key(self, value: str | None) -> str | None:
+        if not value or len(value) > MAX_COOKIE_LENGTH:
+            return None
+        session_id, _ = SignedCookie(self.expiry.cookie_secret).value_decode(value)
+        if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
+            return None
+        return session_key(session_id)
+
+    def _cookie_options(self) -> dict:
+        return {
+            "path": "/",
+            "httponly": True,
+            "secure": self.policy.cookie_secure,
+            "samesite": self.policy.cookie_samesite,
+        }
+
+
+def session_expiry(request) -> SessionExpiry:
+    """The reified ``request.session_expiry``."""
+    return SessionExpiry(request, request.registry.session_expiry)
+
+
+def expiry_tween_factory(handler, registry):
+    def expiry_tween(request):
+        state = request.session_expiry  # judged (and an overdue session ended) on the way in
+        response = handler(request)
+        state.touch_if_due()  # for requests no view handled
+        state.apply(response)
+        return response
+
+    return expiry_tween
+
+
+def session_touch_deriver(view, info):
+    """Touch an active session before the view runs, unless it says ``session_touch=False``."""
+    passive = info.options.get("session_touch") is False
+
+    def touching_view(context, request):
+        state = request.session_expiry
+        if passive:
+            state.passive = True
+        else:
+            state.touch_if_due()
+        return view(context, request)
+
+    return touching_view
+
+
+session_touch_deriver.options = ("session_touch",)

@@ -1,0 +1,92 @@
+"""The add-on's pages: the expired page, status, extend, logout, and refusals."""
+from __future__ import annotations
+
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.security import NO_PERMISSION_REQUIRED, forget
+from pyramid.view import forbidden_view_config, view_config
+
+from .decision import Reason, State
+from .redirects import safe_path
+from .responses import forbidden, refusal, with_query
+from .settings import describe_duration
+
+PERMISSION = "view"
+
+
+def reason_text(reason: str | None, policy) -> str:
+    """The plain-language sentence the expired page shows for ``reason``."""
+    texts = {
+        Reason.IDLE_TIMEOUT: "You were signed out after {} without activity."
+        .format(describe_duration(policy.idle_timeout)),
+        Reason.ABSOLUTE_TIMEOUT: "You were signed out after {}, the longest a session "
+        "may last.".format(describe_duration(policy.absolute_timeout)),
+        Reason.LOGGED_OUT: "You signed out in another tab or window.",
+        Reason.REVOKED: "An administrator ended your session.",
+        Reason.ENDED_BY_USER: "You ended this session from another of your sessions.",
+        Reason.TICKET_MISMATCH: "Your sign-in did not match this session, so we signed "
+        "you out to keep your account safe.",
+        Reason.TICKET_EXPIRED: "Your sign-in expired.",
+        Reason.SESSION_LOST: "The server lost your session, for example because it "
+        "restarted.",
+    }
+    return texts.get(reason, "Your session has ended.")
+
+
+@forbidden_view_config()
+def refused(exc, request):
+    state = request.session_expiry
+    if state.active:
+        return forbidden(request)
+    return refusal(request, state.policy, state.reason)
+
+
+@view_config(route_name="session_expiry.expired", request_method=("GET", "HEAD"),
+             permission=NO_PERMISSION_REQUIRED,
+             renderer="session_expiry:templates/expired.jinja2")
+def expired_page(request):
+    state = request.session_expiry
+    came_from = safe_path(request.params.get("came_from"))
+    if state.active:  # extended in another tab, say: it never lies
+        return HTTPSeeOther(location=came_from)
+    reason = state.reason
+    if reason is None:  # no cookie left to tell; trust only a reason we know
+        reason = request.params.get("reason")
+        reason = Reason(reason) if reason in Reason.__members__.values() else None
+    policy = state.policy
+    return {
+        "reason": reason,
+        "message": reason_text(reason, policy),
+        "login_url": with_query(policy.login_url, came_from=came_from),
+    }
+
+
+@view_config(route_name="session_expiry.status", request_method="GET", renderer="json",
+             permission=NO_PERMISSION_REQUIRED, session_touch=False)
+def status(request):
+    """The session's state without extending it."""
+    state = request.session_expiry
+    request.response.cache_control = "no-store"
+    return {
+        "state": str(state.state),
+        "reason": str(state.reason) if state.reason else None,
+        "remaining": state.remaining if state.state is State.ACTIVE else 0,
+        "warn_before": state.warn_before,
+    }
+
+
+@view_config(route_name="session_expiry.extend", request_method="POST", renderer="json",
+             permission=PERMISSION, require_csrf=True)
+def extend(request):
+    """"Stay signed in": touch now and reissue the ticket."""
+    remaining = request.session_expiry.extend()
+    request.response.cache_control = "no-store"
+    return {"state": str(request.session_expiry.state), "remaining": remaining,
+            "warn_before": request.session_expiry.warn_before}
+
+
+@view_config(route_name="session_expiry.logout", request_method="POST",
+             permission=NO_PERMISSION_REQUIRED, require_csrf=True)
+def logout(request):
+    forget(request)
+    return HTTPSeeOther(location=with_query(request.session_expiry.policy.login_url,
+                                            signed_out="1"))
