@@ -6,8 +6,9 @@ from session_expiry.app.models import Base
 from session_expiry.settings import from_ini
 
 config = context.config
-settings = from_ini(config.config_file_name)
-url = settings.get("sqlalchemy.url")
+# Tests hand the URL over directly; otherwise the ini given with -c is the app's ini.
+url = config.get_main_option("sqlalchemy.url") or from_ini(config.config_file_name).get(
+    "sqlalchemy.url")
 if not url:
     raise SystemExit("sqlalchemy.url is not set: write it in the ini or set SQLALCHEMY_URL")
 target_metadata = Base.metadata

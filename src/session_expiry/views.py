@@ -1,13 +1,14 @@
 """The add-on's pages: the expired page, status, extend, logout, and refusals."""
 from __future__ import annotations
 
-from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.exceptions import BadCSRFToken
+from pyramid.httpexceptions import HTTPBadRequest, HTTPSeeOther
 from pyramid.security import NO_PERMISSION_REQUIRED, forget
 from pyramid.view import forbidden_view_config, view_config
 
 from .decision import Reason, State
 from .redirects import safe_path
-from .responses import forbidden, refusal, with_query
+from .responses import RequestKind, forbidden, kind_of, refusal, with_query
 from .settings import describe_duration
 
 PERMISSION = "view"
@@ -32,12 +33,28 @@ def reason_text(reason: str | None, policy) -> str:
     return texts.get(reason, "Your session has ended.")
 
 
+def _known_reason(value: str | None) -> Reason | None:
+    try:
+        return Reason(value)
+    except ValueError:
+        return None
+
+
 @forbidden_view_config()
 def refused(exc, request):
     state = request.session_expiry
     if state.active:
         return forbidden(request)
     return refusal(request, state.policy, state.reason)
+
+
+@view_config(context=BadCSRFToken, permission=NO_PERMISSION_REQUIRED)
+def bad_csrf_token(exc, request):
+    """A form older than its CSRF cookie (or a forged one): say so plainly, keep nothing."""
+    if kind_of(request) is RequestKind.PAGE:
+        return HTTPBadRequest("This form has expired or did not come from this site. "
+                              "Go back, reload the page and send it again.")
+    return HTTPBadRequest(json_body={"error": "bad_csrf_token"}, content_type="application/json")
 
 
 @view_config(route_name="session_expiry.expired", request_method=("GET", "HEAD"),
@@ -50,8 +67,7 @@ def expired_page(request):
         return HTTPSeeOther(location=came_from)
     reason = state.reason
     if reason is None:  # no cookie left to tell; trust only a reason we know
-        reason = request.params.get("reason")
-        reason = Reason(reason) if reason in Reason.__members__.values() else None
+        reason = _known_reason(request.params.get("reason"))
     policy = state.policy
     return {
         "reason": reason,

@@ -1,0 +1,171 @@
+"""Shared fixtures: a migrated SQLite database with the demo users, the frozen
+clock, and the app under WebTest built from the testing ini's settings."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from pyramid.paster import get_appsettings
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+from webtest import TestApp
+
+from session_expiry.app import make_app
+from session_expiry.app.models import User
+from session_expiry.clock import FrozenClock
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "test-secret-0123456789-0123456789-0123456789"
+PAGE = {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document",
+        "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+FETCH = {"Sec-Fetch-Mode": "cors", "Accept": "*/*"}
+HTMX = {"HX-Request": "true", "Sec-Fetch-Mode": "cors", "Accept": "*/*"}
+JSON = {"Accept": "application/json"}
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("sqlalchemy.url", url)
+    command.upgrade(config, revision)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'app.sqlite'}"
+    migrate(url)
+    engine = create_engine(url)
+    with Session(engine) as db, db.begin():
+        for name, admin in (("alice", False), ("bob", False), ("admin", True)):
+            user = User(username=name, is_admin=admin)
+            user.set_password(name + "-password")
+            db.add(user)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(1_800_000_000)
+
+
+@pytest.fixture
+def base_settings(database_url, clock) -> dict:
+    settings = dict(get_appsettings(str(ROOT / "testing.ini")))
+    settings.update({
+        "sqlalchemy.url": database_url,
+        "session_expiry.secret": SECRET,
+        "session_expiry.clock": clock,
+        "session_expiry.idle_timeout": "20m",
+        "session_expiry.absolute_timeout": "8h",
+        "session_expiry.warn_before": "2m",
+    })
+    return settings
+
+
+class Apps:
+    """Builds apps and closes their stores' sweep threads afterwards."""
+
+    def __init__(self, base_settings):
+        self.base_settings = base_settings
+        self.built = []
+
+    def wsgi(self, **overrides):
+        settings = dict(self.base_settings)
+        settings.update({k.replace("__", "."): v for k, v in overrides.items()})
+        app = make_app({}, **settings)
+        self.built.append(app)
+        return app
+
+    def __call__(self, **overrides) -> TestApp:
+        return TestApp(self.wsgi(**overrides))
+
+    def close(self):
+        for app in self.built:
+            app.registry.session_expiry.store.close()
+
+
+@pytest.fixture
+def apps(base_settings):
+    built = Apps(base_settings)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def app(apps) -> TestApp:
+    return apps()
+
+
+def store_of(testapp: TestApp):
+    return testapp.app.registry.session_expiry.store
+
+
+def csrf_token(testapp: TestApp) -> str:
+    """The CSRF token, from its cookie (fetching the login page sets it)."""
+    token = testapp.cookies.get("csrf_token")
+    if token is None:
+        testapp.get("/login")
+        token = testapp.cookies["csrf_token"]
+    return token
+
+
+def login(testapp: TestApp, username: str = "alice", came_from: str | None = None):
+    params = {"username": username, "password": username + "-password",
+              "csrf_token": csrf_token(testapp)}
+    if came_from is not None:
+        params["came_from"] = came_from
+    response = testapp.post("/login", params, headers=PAGE)
+    assert response.status_int == 303, response.text
+    return response
+
+
+def session_key_of(testapp: TestApp) -> str:
+    """The store key of the session whose cookie ``testapp`` holds."""
+    expiry = testapp.app.registry.session_expiry
+    from beaker.session import SignedCookie
+    from session_expiry.stores import session_key
+
+    session_id, _ = SignedCookie(expiry.cookie_secret).value_decode(testapp.cookies["session"])
+    return session_key(session_id)
+
+
+def ticket_of(testapp: TestApp):
+    from session_expiry.ticket import read_ticket
+
+    expiry = testapp.app.registry.session_expiry
+    return read_ticket(expiry.ticket_secret, testapp.cookies.get("auth_tkt"))
+
+
+def query(location: str) -> dict:
+    from urllib.parse import parse_qs, urlsplit
+
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+@pytest.fixture
+def ended_events(apps):
+    """Every ``SessionEnded`` fired by apps built after this fixture (via the log subscriber)."""
+    import logging
+
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = Collect()
+    logger = logging.getLogger("session_expiry.events")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+def reason_in(line: str) -> str:
+    return re.search(r"reason=(\w+)", line).group(1)

@@ -1,0 +1,271 @@
+"""The one settings loader: defaults, durations, and every contradiction that stops start-up."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pyramid.exceptions import ConfigurationError
+
+from session_expiry.settings import Policy, describe_duration, load, parse_duration
+
+SECRET = "a-test-secret-that-is-long-enough-0123456789"
+MINIMAL = {"session.type": "expiry:memory", "session_expiry.secret": SECRET}
+
+
+def settings(**overrides) -> dict:
+    """MINIMAL with ``overrides`` (``__`` stands for ``.``; None removes the key)."""
+    result = dict(MINIMAL)
+    for name, value in overrides.items():
+        key = name.replace("__", ".")
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = value
+    return result
+
+
+# -- a valid configuration ---------------------------------------------------------------
+
+def test_minimal_settings_load_with_default_policy():
+    loaded, policy = load(dict(MINIMAL), environ={})
+    assert isinstance(policy, Policy)
+    assert policy.idle_timeout == 1200
+    assert policy.absolute_timeout == 28800
+    assert policy.warn_before == 120
+    assert policy.touch_interval == 1200 // 10
+    assert policy.retention == 30 * 86400
+    assert policy.secret == SECRET
+    assert policy.login_url == "/login"
+    assert policy.expired_url == "/session-expired"
+    assert policy.store_type == "expiry:memory"
+    assert loaded["session_expiry.secret"] == SECRET
+
+
+@pytest.mark.parametrize(("idle", "touch"), [
+    pytest.param("10m", 60, id="10m_touches_every_60s"),
+    pytest.param("1h", 360, id="1h_touches_every_360s"),
+    pytest.param("20m", 120, id="20m_touches_every_120s"),
+    pytest.param("300", 30, id="300s_touches_every_30s"),
+])
+def test_default_touch_interval_is_a_tenth_of_idle_timeout(idle, touch):
+    _, policy = load(settings(session_expiry__idle_timeout=idle,
+                              session_expiry__warn_before="20s"), environ={})
+    assert policy.touch_interval == touch
+
+
+def test_explicit_policy_settings_are_parsed():
+    _, policy = load(settings(
+        session_expiry__idle_timeout="30m", session_expiry__absolute_timeout="12h",
+        session_expiry__warn_before="3m", session_expiry__touch_interval="5m",
+        session_expiry__retention="7d", session_expiry__login_url="/sign-in",
+        session_expiry__expired_url="/bye", session__secure="true", session__samesite="Strict",
+    ), environ={})
+    assert (policy.idle_timeout, policy.absolute_timeout, policy.warn_before,
+            policy.touch_interval, policy.retention) == (1800, 43200, 180, 300, 7 * 86400)
+    assert policy.login_url == "/sign-in"
+    assert policy.expired_url == "/bye"
+    assert policy.cookie_secure is True
+    assert policy.cookie_samesite == "Strict"
+
+
+def test_boundary_values_that_do_not_contradict_load():
+    # touch_interval == idle - warn, absolute == idle: both allowed.
+    _, policy = load(settings(session_expiry__idle_timeout="20m",
+                              session_expiry__absolute_timeout="20m",
+                              session_expiry__warn_before="2m",
+                              session_expiry__touch_interval="18m"), environ={})
+    assert policy.touch_interval == 1080
+    assert policy.absolute_timeout == policy.idle_timeout == 1200
+
+
+def test_beaker_options_we_require_are_filled_when_absent():
+    original = dict(MINIMAL)
+    loaded, _ = load(original, environ={})
+    assert loaded["session.save_accessed_time"] == "false"
+    assert loaded["session.auto"] == "false"
+    assert loaded["session.data_serializer"] == "json"
+    assert original == MINIMAL, "load must not change the caller's dict"
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("session.save_accessed_time", "false"),
+    ("session.save_accessed_time", "False"),
+    ("session.save_accessed_time", "no"),
+    ("session.auto", "off"),
+    ("session.auto", "false"),
+    ("session.data_serializer", "json"),
+    ("session.data_serializer", "JSON"),
+    ("session.timeout", ""),
+])
+def test_beaker_options_that_agree_with_ours_load(key, value):
+    loaded, _ = load({**MINIMAL, key: value}, environ={})
+    assert loaded["session.type"] == "expiry:memory"
+    if value:
+        assert loaded[key] == value
+
+
+# -- every contradiction stops start-up, naming the key -----------------------------------
+
+CONTRADICTIONS = [
+    ("beaker_timeout_set", {"session.timeout": "1200"}, "session.timeout"),
+    ("beaker_save_accessed_time_true", {"session.save_accessed_time": "true"},
+     "session.save_accessed_time"),
+    ("beaker_auto_true", {"session.auto": "true"}, "session.auto"),
+    ("beaker_pickle_serializer", {"session.data_serializer": "pickle"},
+     "session.data_serializer"),
+    ("beaker_encrypt_key_set", {"session.encrypt_key": "k" * 40}, "session.encrypt_key"),
+    ("beaker_secret_set", {"session.secret": "s" * 40}, "session.secret"),
+    ("touch_interval_longer_than_idle_minus_warn",
+     {"session_expiry.touch_interval": "1081s"}, "session_expiry.touch_interval"),
+    ("touch_interval_longer_than_idle", {"session_expiry.touch_interval": "30m"},
+     "session_expiry.touch_interval"),
+    ("warn_before_equal_to_idle", {"session_expiry.warn_before": "20m"},
+     "session_expiry.warn_before"),
+    ("warn_before_longer_than_idle", {"session_expiry.warn_before": "1h"},
+     "session_expiry.warn_before"),
+    ("absolute_shorter_than_idle", {"session_expiry.absolute_timeout": "10m"},
+     "session_expiry.absolute_timeout"),
+    ("secret_missing", {"session_expiry.secret": None}, "session_expiry.secret"),
+    ("secret_blank", {"session_expiry.secret": "   "}, "session_expiry.secret"),
+    ("secret_short", {"session_expiry.secret": "too-short"}, "session_expiry.secret"),
+    ("secret_one_character_too_short", {"session_expiry.secret": "x" * 31},
+     "session_expiry.secret"),
+    ("session_type_missing", {"session.type": None}, "session.type"),
+    ("session_type_memory", {"session.type": "memory"}, "session.type"),
+    ("session_type_beaker_database", {"session.type": "ext:database"}, "session.type"),
+    ("unknown_key_typo", {"session_expiry.idle_timout": "20m"}, "session_expiry.idle_timout"),
+    ("unknown_key", {"session_expiry.colour": "blue"}, "session_expiry.colour"),
+    ("bad_duration_words", {"session_expiry.idle_timeout": "20 minutes"},
+     "session_expiry.idle_timeout"),
+    ("bad_duration_unit", {"session_expiry.absolute_timeout": "8x"},
+     "session_expiry.absolute_timeout"),
+    ("negative_duration", {"session_expiry.warn_before": "-3"}, "session_expiry.warn_before"),
+    ("zero_duration", {"session_expiry.idle_timeout": "0"}, "session_expiry.idle_timeout"),
+    ("bad_retention", {"session_expiry.retention": "forever"}, "session_expiry.retention"),
+    ("login_url_absolute_url", {"session_expiry.login_url": "https://evil.example/login"},
+     "session_expiry.login_url"),
+    ("login_url_network_path", {"session_expiry.login_url": "//evil.example/login"},
+     "session_expiry.login_url"),
+    ("login_url_relative", {"session_expiry.login_url": "login"}, "session_expiry.login_url"),
+    ("login_url_backslash_network_path", {"session_expiry.login_url": "/\\evil.example/login"},
+     "session_expiry.login_url"),
+    ("expired_url_absolute_url", {"session_expiry.expired_url": "http://evil.example/"},
+     "session_expiry.expired_url"),
+]
+
+
+@pytest.mark.parametrize(("changes", "key"), [case[1:] for case in CONTRADICTIONS],
+                         ids=[case[0] for case in CONTRADICTIONS])
+def test_contradiction_stops_start_up_naming_the_key(changes, key):
+    given = dict(MINIMAL)
+    for name, value in changes.items():
+        if value is None:
+            given.pop(name)
+        else:
+            given[name] = value
+    with pytest.raises(ConfigurationError) as error:
+        load(given, environ={})
+    message = str(error.value)
+    assert message.startswith(key + ":"), message
+    assert ";" in message, "the message should say what to write"
+
+
+def test_secret_error_message_names_the_environment_variable():
+    with pytest.raises(ConfigurationError, match="SESSION_EXPIRY_SECRET"):
+        load(settings(session_expiry__secret=None), environ={})
+
+
+# -- warnings ------------------------------------------------------------------------------
+
+def test_warn_before_under_20s_loads_but_logs_a_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="session_expiry.settings"):
+        _, policy = load(settings(session_expiry__warn_before="10s"), environ={})
+    assert policy.warn_before == 10
+    warnings = [r for r in caplog.records
+                if r.name == "session_expiry.settings" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "warn_before" in warnings[0].getMessage()
+
+
+def test_warn_before_of_20s_loads_without_a_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="session_expiry.settings"):
+        _, policy = load(settings(session_expiry__warn_before="20s"), environ={})
+    assert policy.warn_before == 20
+    assert not [r for r in caplog.records if r.name == "session_expiry.settings"]
+
+
+# -- filled from the environment --------------------------------------------------------------
+
+ENV_SECRET = "secret-from-the-environment-0123456789-abcdef"
+ENV_URL = "postgresql://db.example/app"
+
+
+def test_secret_comes_from_the_environment_when_the_ini_leaves_it_out():
+    loaded, policy = load(settings(session_expiry__secret=None),
+                          environ={"SESSION_EXPIRY_SECRET": ENV_SECRET})
+    assert policy.secret == ENV_SECRET
+    assert loaded["session_expiry.secret"] == ENV_SECRET
+
+
+def test_blank_secret_in_the_ini_is_filled_from_the_environment():
+    _, policy = load(settings(session_expiry__secret="  "),
+                     environ={"SESSION_EXPIRY_SECRET": ENV_SECRET})
+    assert policy.secret == ENV_SECRET
+
+
+def test_secret_in_the_ini_wins_over_the_environment():
+    _, policy = load(dict(MINIMAL), environ={"SESSION_EXPIRY_SECRET": ENV_SECRET})
+    assert policy.secret == SECRET
+
+
+def test_database_url_comes_from_the_environment_when_the_ini_leaves_it_out():
+    loaded, _ = load(dict(MINIMAL), environ={"SQLALCHEMY_URL": ENV_URL})
+    assert loaded["sqlalchemy.url"] == ENV_URL
+
+
+def test_database_url_in_the_ini_wins_over_the_environment():
+    loaded, _ = load(settings(sqlalchemy__url="sqlite:///ini.sqlite"),
+                     environ={"SQLALCHEMY_URL": ENV_URL})
+    assert loaded["sqlalchemy.url"] == "sqlite:///ini.sqlite"
+
+
+def test_empty_environment_variable_fills_nothing():
+    loaded, _ = load(dict(MINIMAL), environ={"SQLALCHEMY_URL": ""})
+    assert "sqlalchemy.url" not in loaded
+    with pytest.raises(ConfigurationError, match="^session_expiry.secret"):
+        load(settings(session_expiry__secret=None), environ={"SESSION_EXPIRY_SECRET": ""})
+
+
+def test_load_reads_the_process_environment_by_default(monkeypatch):
+    monkeypatch.setenv("SESSION_EXPIRY_SECRET", ENV_SECRET)
+    _, policy = load(settings(session_expiry__secret=None))
+    assert policy.secret == ENV_SECRET
+
+
+# -- durations ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("1200", 1200), (1200, 1200), ("90s", 90), ("20m", 1200), ("8h", 28800),
+    ("1h30m", 5400), ("30d", 30 * 86400), ("1d2h3m4s", 93784), (" 20m ", 1200), ("20M", 1200),
+    ("0", 0),
+], ids=lambda value: repr(value))
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", [
+    "", "   ", "abc", "5x", "-3", "1.5h", "30m1h", "20 m", "h", "1h 30m", "twenty", True,
+], ids=repr)
+def test_parse_duration_rejects_garbage(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0, "0 seconds"), (1, "1 second"), (90, "1 minute 30 seconds"), (1200, "20 minutes"),
+    (3600, "1 hour"), (5400, "1 hour 30 minutes"), (28800, "8 hours"), (86400, "1 day"),
+    (90061, "1 day 1 hour 1 minute 1 second"), (30 * 86400, "30 days"),
+])
+def test_describe_duration(seconds, text):
+    assert describe_duration(seconds) == text
+
