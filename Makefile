@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 PIP    := $(PYTHON) -m pip --disable-pip-version-check -q
 
-.PHONY: run test install install-test lint clean
+.PHONY: run test install install-test clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -21,6 +21,7 @@ run: install
 	$(VENV)/bin/pserve development.ini
 
 test: install-test
+	$(VENV)/bin/ruff check src tests migrations benchmarks
 	$(VENV)/bin/pytest
 
 clean:

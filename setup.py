@@ -16,6 +16,7 @@ requires = [
 tests_require = [
     "pytest>=8",
     "WebTest>=3.0",
+    "ruff>=0.6",
 ]
 
 setup(

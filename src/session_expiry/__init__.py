@@ -16,11 +16,10 @@
 """
 from __future__ import annotations
 
+from beaker.util import coerce_session_params
 from pyramid.csrf import CookieCSRFStoragePolicy
-from pyramid.httpexceptions import HTTPForbidden
 from pyramid.tweens import EXCVIEW
 from pyramid_beaker import BeakerSessionFactoryConfig
-from beaker.util import coerce_session_params
 
 from . import settings as settings_module
 from .clock import resolve_clock
@@ -72,7 +71,7 @@ def includeme(config):
     config.include("pyramid_jinja2")
     config.set_session_factory(BeakerSessionFactoryConfig(**beaker_options))
     config.set_csrf_storage_policy(CookieCSRFStoragePolicy(
-        secure=policy.cookie_secure, samesite=policy.cookie_samesite))
+        secure=policy.cookie_secure, httponly=True, samesite=policy.cookie_samesite))
     from .security import SessionSecurityPolicy
 
     config.set_security_policy(SessionSecurityPolicy())

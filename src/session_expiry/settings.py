@@ -62,13 +62,13 @@ def parse_duration(text: str | int) -> int:
     match = _DURATION.fullmatch(value)
     if not value or match is None:
         raise ValueError(f"{text!r} is not a duration (write e.g. 1200, 90s, 20m, 8h, 1h30m, 30d)")
-    return sum(int(part) * unit for part, unit in zip(match.groups(), _UNITS) if part)
+    return sum(int(part) * unit for part, unit in zip(match.groups(), _UNITS, strict=True) if part)
 
 
 def describe_duration(seconds: int) -> str:
     """``1200`` -> ``20 minutes``; ``5400`` -> ``1 hour 30 minutes``."""
     parts = []
-    for unit, name in zip(_UNITS, ("day", "hour", "minute", "second")):
+    for unit, name in zip(_UNITS, ("day", "hour", "minute", "second"), strict=True):
         count, seconds = divmod(seconds, unit)
         if count:
             parts.append(f"{count} {name}" + ("s" if count != 1 else ""))

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from beaker.session import SignedCookie
+from pyramid.csrf import new_csrf_token
 
 from .decision import Reason, State, Verdict, decide, ticket_binding
 from .redirects import safe_path
@@ -149,6 +150,7 @@ class SessionExpiry:
             user_agent=(self.request.user_agent or "")[:USER_AGENT_LENGTH] or None,
         )
         session.changed()  # make Beaker write the entry's data and send the new cookie
+        new_csrf_token(self.request)  # a token seen before sign-in is not trusted after it
         self.verdict = Verdict(State.ACTIVE)
         self._touch_checked = True
         self._reissue = True

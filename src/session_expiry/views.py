@@ -1,6 +1,8 @@
 """The add-on's pages: the expired page, status, extend, logout, and refusals."""
 from __future__ import annotations
 
+import logging
+
 from pyramid.exceptions import BadCSRFToken
 from pyramid.httpexceptions import HTTPBadRequest, HTTPSeeOther
 from pyramid.security import NO_PERMISSION_REQUIRED, forget
@@ -11,16 +13,19 @@ from .redirects import safe_path
 from .responses import RequestKind, forbidden, kind_of, refusal, with_query
 from .settings import describe_duration
 
+log = logging.getLogger(__name__)
+
 PERMISSION = "view"
 
 
 def reason_text(reason: str | None, policy) -> str:
     """The plain-language sentence the expired page shows for ``reason``."""
+    idle = describe_duration(policy.idle_timeout)
+    absolute = describe_duration(policy.absolute_timeout)
     texts = {
-        Reason.IDLE_TIMEOUT: "You were signed out after {} without activity."
-        .format(describe_duration(policy.idle_timeout)),
-        Reason.ABSOLUTE_TIMEOUT: "You were signed out after {}, the longest a session "
-        "may last.".format(describe_duration(policy.absolute_timeout)),
+        Reason.IDLE_TIMEOUT: f"You were signed out after {idle} without activity.",
+        Reason.ABSOLUTE_TIMEOUT: f"You were signed out after {absolute}, the longest a "
+        "session may last.",
         Reason.LOGGED_OUT: "You signed out in another tab or window.",
         Reason.REVOKED: "An administrator ended your session.",
         Reason.ENDED_BY_USER: "You ended this session from another of your sessions.",
@@ -45,6 +50,7 @@ def refused(exc, request):
     state = request.session_expiry
     if state.active:
         return forbidden(request)
+    log.debug("refused %s %s: %s", request.method, request.path, state.reason or "not signed in")
     return refusal(request, state.policy, state.reason)
 
 

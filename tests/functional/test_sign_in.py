@@ -134,3 +134,13 @@ def test_login_page_sends_a_signed_in_user_on(app):
     login(app)
     response = app.get("/login?came_from=/workspace", headers=PAGE)
     assert response.status_int == 303 and response.location == "http://localhost/workspace"
+
+
+def test_login_rotates_the_csrf_token(app):
+    before = csrf_token(app)
+    login(app)
+    after = app.cookies["csrf_token"]
+    assert after != before
+    response = app.post("/logout", {"csrf_token": before}, headers=PAGE, status=400)
+    assert "expired" in response.text
+    assert app.post("/logout", {"csrf_token": after}, headers=PAGE).status_int == 303

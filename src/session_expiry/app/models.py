@@ -1,7 +1,8 @@
 """The application database: users (the session tables come with the SQL store)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import contextlib
+from datetime import UTC, datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -25,7 +26,7 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(default=False)
     created: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=lambda: datetime.now(timezone.utc))
+        DateTime(timezone=True), default=lambda: datetime.now(UTC))
 
     def set_password(self, password: str) -> None:
         self.password_hash = _hasher.hash(password)
@@ -41,9 +42,7 @@ def authenticate(dbsession, username: str, password: str) -> User | None:
     """The user with these credentials, or None (in constant time either way)."""
     user = dbsession.scalar(select(User).where(User.username == username))
     if user is None:
-        try:
+        with contextlib.suppress(VerificationError):
             _hasher.verify(_DUMMY_HASH, password)
-        except VerificationError:
-            pass
         return None
     return user if user.check_password(password) else None

@@ -8,8 +8,9 @@ exactly once and the store reports it exactly once through ``on_end``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable, Protocol
+from typing import Protocol
 
 
 def session_key(session_id: str) -> str:

@@ -1,0 +1,256 @@
+"""The Beaker backend: Beaker's namespace API over our store, keyed by a hash of the id."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+from beaker.session import Session
+from beaker.util import JsonSerializer
+
+from session_expiry.clock import FrozenClock
+from session_expiry.settings import Policy
+from session_expiry.stores import session_key
+from session_expiry.stores.beaker import StoreNamespace, from_beaker, to_beaker
+from session_expiry.stores.memory import MemoryStore
+
+T0 = 1_800_000_000
+POLICY = Policy(secret="x" * 40)
+RAW_ID = "0123456789abcdef0123456789abcdef"
+KEY = session_key(RAW_ID)
+
+
+def beaker_encoded(data: dict) -> str:
+    """What Beaker hands a backend with ``data_serializer = json`` (no encryption)."""
+    return base64.b64encode(JsonSerializer().dumps(data)).decode("ascii")
+
+
+def beaker_decoded(value: str) -> dict:
+    """What Beaker makes of a value a backend hands back."""
+    return JsonSerializer().loads(base64.b64decode(value))
+
+
+class SpyStore:
+    """Delegates to a real store and records the key of every call."""
+
+    def __init__(self, store):
+        self.store = store
+        self.calls = []
+
+    def __getattr__(self, name):
+        method = getattr(self.store, name)
+
+        def spy(key, *args, **kwargs):
+            self.calls.append((name, key))
+            return method(key, *args, **kwargs)
+
+        return spy
+
+
+@pytest.fixture
+def store():
+    store = MemoryStore(POLICY, FrozenClock(T0))
+    yield store
+    store.close()
+
+
+# -- the wire format ----------------------------------------------------------------------
+
+DATA = [
+    {},
+    {"cart": [1, 2, 3]},
+    {"name": "Zoë ✓", "nested": {"a": None, "b": True, "c": 1.5}},
+    {"_creation_time": 1_800_000_000.25, "flash": ["saved"]},
+]
+
+
+@pytest.mark.parametrize("data", DATA)
+def test_from_beaker_reads_what_beakers_json_serializer_writes(data):
+    assert from_beaker(beaker_encoded(data)) == data
+
+
+@pytest.mark.parametrize("data", DATA)
+def test_to_beaker_writes_what_beakers_json_serializer_reads(data):
+    value = to_beaker(data)
+    assert isinstance(value, str)
+    assert beaker_decoded(value) == data
+
+
+@pytest.mark.parametrize("data", DATA)
+def test_to_beaker_and_from_beaker_round_trip(data):
+    assert from_beaker(to_beaker(data)) == data
+
+
+def test_from_beaker_strips_beakers_bookkeeping():
+    value = beaker_encoded({"_accessed_time": 1.5, "_domain": "example.com", "_path": "/",
+                            "_creation_time": 1.0, "user": "alice"})
+    assert from_beaker(value) == {"_creation_time": 1.0, "user": "alice"}
+
+
+def test_from_beaker_rejects_non_beaker_input():
+    with pytest.raises(Exception):
+        from_beaker("not base64 zlib json")
+
+
+# -- the namespace ------------------------------------------------------------------------------
+
+def test_namespace_refuses_to_be_built_without_a_store():
+    with pytest.raises(ValueError, match="session_expiry"):
+        StoreNamespace(namespace=RAW_ID)
+
+
+def test_namespace_uses_the_sha256_of_the_raw_id(store):
+    namespace = StoreNamespace(namespace=RAW_ID, store=store)
+    assert namespace.key == KEY
+    assert namespace.key != RAW_ID
+    assert len(namespace.key) == 64
+
+
+def test_namespace_of_unknown_session_raises_key_error(store):
+    namespace = StoreNamespace(namespace=RAW_ID, store=store)
+    with pytest.raises(KeyError):
+        namespace["session"]
+    assert "session" not in namespace
+    assert not namespace.has_key("session")
+    assert namespace.keys() == []
+
+
+def test_namespace_of_ended_session_raises_key_error(store):
+    store.open(KEY, "42", T0)
+    store.save_data(KEY, {"secret": "data"})
+    store.end(KEY, "logged_out", T0 + 1)
+    namespace = StoreNamespace(namespace=RAW_ID, store=store)
+    with pytest.raises(KeyError):
+        namespace["session"]
+    assert "session" not in namespace
+
+
+def test_namespace_reads_an_open_session(store):
+    store.open(KEY, "42", T0)
+    store.save_data(KEY, {"cart": [1, 2]})
+    namespace = StoreNamespace(namespace=RAW_ID, store=store)
+    assert beaker_decoded(namespace["session"]) == {"cart": [1, 2]}
+    assert "session" in namespace
+    assert namespace.keys() == ["session"]
+
+
+def test_namespace_knows_only_the_session_item(store):
+    store.open(KEY, "42", T0)
+    namespace = StoreNamespace(namespace=RAW_ID, store=store)
+    with pytest.raises(KeyError):
+        namespace["other"]
+    assert "other" not in namespace
+
+
+def test_namespace_writes_through_save_data_under_the_hashed_key(store):
+    store.open(KEY, "42", T0)
+    spy = SpyStore(store)
+    namespace = StoreNamespace(namespace=RAW_ID, store=spy)
+    namespace["session"] = beaker_encoded({"cart": [3], "_accessed_time": 9.0})
+    assert ("save_data", KEY) in spy.calls
+    assert all(key == KEY for _, key in spy.calls), spy.calls
+    assert all(key != RAW_ID for _, key in spy.calls)
+    assert store.load_data(KEY) == {"cart": [3]}
+    assert store.get(RAW_ID) is None, "the raw id is never a key"
+
+
+def test_namespace_set_value_writes_like_setitem(store):
+    store.open(KEY, "42", T0)
+    StoreNamespace(namespace=RAW_ID, store=store).set_value("session", beaker_encoded({"a": 1}))
+    assert store.load_data(KEY) == {"a": 1}
+
+
+def test_namespace_reads_under_the_hashed_key(store):
+    spy = SpyStore(store)
+    namespace = StoreNamespace(namespace=RAW_ID, store=spy)
+    with pytest.raises(KeyError):
+        namespace["session"]
+    assert spy.calls and all(key == KEY for _, key in spy.calls)
+
+
+def test_namespace_write_to_an_ended_session_does_not_resurrect_it(store):
+    store.open(KEY, "42", T0)
+    store.end(KEY, "revoked", T0 + 1)
+    namespace = StoreNamespace(namespace=RAW_ID, store=store)
+    namespace["session"] = beaker_encoded({"back": True})
+    assert store.load_data(KEY) is None
+    assert store.get(KEY).end_reason == "revoked"
+
+
+def test_namespace_write_for_an_unknown_session_creates_nothing(store):
+    namespace = StoreNamespace(namespace=RAW_ID, store=store)
+    namespace["session"] = beaker_encoded({"planted": True})
+    assert store.get(KEY) is None
+    assert store.load_data(KEY) is None
+
+
+def test_namespace_remove_purges_the_data(store):
+    store.open(KEY, "42", T0)
+    store.save_data(KEY, {"secret": "data"})
+    namespace = StoreNamespace(namespace=RAW_ID, store=store)
+    namespace.remove()
+    assert store.load_data(KEY) == {}
+
+
+def test_namespace_delete_purges_the_data(store):
+    store.open(KEY, "42", T0)
+    store.save_data(KEY, {"secret": "data"})
+    namespace = StoreNamespace(namespace=RAW_ID, store=store)
+    del namespace["session"]
+    assert store.load_data(KEY) == {}
+
+
+# -- end to end through a real Beaker session ------------------------------------------------
+
+def beaker_session(store, session_id=RAW_ID) -> Session:
+    return Session({}, id=session_id, type="expiry:memory", store=store,
+                   data_serializer="json", save_accessed_time=False, use_cookies=False)
+
+
+def test_beaker_session_saves_and_loads_through_the_store(store):
+    store.open(KEY, "42", T0)
+    session = beaker_session(store)
+    assert isinstance(session.namespace, StoreNamespace)
+    session["cart"] = [1, 2]
+    session["user"] = "Zoë"
+    session.save()
+
+    stored = store.load_data(KEY)
+    assert stored["cart"] == [1, 2] and stored["user"] == "Zoë"
+    assert "_accessed_time" not in stored
+    assert store.get(RAW_ID) is None
+
+    again = beaker_session(store)
+    assert again["cart"] == [1, 2]
+    assert again["user"] == "Zoë"
+    assert not again.is_new
+
+
+def test_beaker_session_of_an_ended_session_loads_empty_and_cannot_write_it_back(store):
+    store.open(KEY, "42", T0)
+    session = beaker_session(store)
+    session["secret"] = "data"
+    session.save()
+    store.end(KEY, "logged_out", T0 + 1)
+
+    replayed = beaker_session(store)
+    assert replayed.is_new
+    assert "secret" not in replayed
+    replayed["planted"] = True
+    replayed.save()
+    assert store.load_data(KEY) is None
+    assert store.get(KEY).end_reason == "logged_out"
+
+
+def test_beaker_sessions_with_different_ids_do_not_share_data(store):
+    other_id = "fedcba9876543210fedcba9876543210"
+    store.open(KEY, "1", T0)
+    store.open(session_key(other_id), "2", T0)
+    first = beaker_session(store)
+    first["who"] = "one"
+    first.save()
+    second = beaker_session(store, other_id)
+    assert "who" not in second
+    second["who"] = "two"
+    second.save()
+    assert beaker_session(store)["who"] == "one"
+    assert beaker_session(store, other_id)["who"] == "two"
