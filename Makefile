@@ -21,7 +21,7 @@ run: install
 	$(VENV)/bin/pserve development.ini
 
 test: install-test
-	$(VENV)/bin/ruff check src tests migrations benchmarks
+	$(VENV)/bin/ruff check src tests migrations
 	$(VENV)/bin/pytest
 
 clean:
