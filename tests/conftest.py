@@ -127,6 +127,7 @@ def session_key_of(testapp: TestApp) -> str:
     """The store key of the session whose cookie ``testapp`` holds."""
     expiry = testapp.app.registry.session_expiry
     from beaker.session import SignedCookie
+
     from session_expiry.stores import session_key
 
     session_id, _ = SignedCookie(expiry.cookie_secret).value_decode(testapp.cookies["session"])

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pyramid.exceptions import ConfigurationError
 from pyramid.settings import asbool
 
+from .redirects import safe_path
+
 log = logging.getLogger(__name__)
 
 PREFIX = "session_expiry."
@@ -226,7 +228,7 @@ def load(settings: dict, environ=os.environ) -> tuple[dict, Policy]:
 def _local_path(settings: dict, name: str, default: str) -> str:
     key = PREFIX + name
     value = str(settings.get(key) or default).strip()
-    if not value.startswith("/") or value.startswith("//"):
+    if safe_path(value, fallback="") != value:
         raise _fail(key, f"{value!r} is not a path on this site", f"write e.g. {key} = {default}")
     return value
 

@@ -39,7 +39,7 @@ def read_ticket(secret: str, value: str | None) -> Ticket | None:
 
     An expired ticket is returned as it is: the decision tells it from a live one.
     """
-    if not value or len(value) > MAX_LENGTH:
+    if not value or len(value) > MAX_LENGTH or not value.isascii():
         return None
     try:
         issued, userid, tokens, _user_data = parse_ticket(secret, value, IP, HASHALG)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from beaker.session import SignedCookie
 from pyramid.csrf import new_csrf_token
+from webob.cookies import parse_cookie
 
 from .decision import Reason, State, Verdict, decide, ticket_binding
 from .redirects import safe_path
@@ -57,7 +58,7 @@ class SessionExpiry:
         self._touch_checked = False
         self._reissue = False
 
-        cookies = request.cookies
+        cookies = readable_cookies(request)
         self._ticket_sent = self.policy.ticket_cookie in cookies
         ticket = read_ticket(expiry.ticket_secret, cookies.get(self.policy.ticket_cookie))
         self.session_key = self._read_session_key(cookies.get(expiry.session_cookie))
@@ -212,6 +213,30 @@ class SessionExpiry:
             "secure": self.policy.cookie_secure,
             "samesite": self.policy.cookie_samesite,
         }
+
+
+def readable_cookies(request):
+    """``request.cookies``, after dropping cookies whose bytes are not UTF-8.
+
+    WebOb raises on such a cookie wherever it is read (here, in the CSRF
+    check, ...); a client that sends one is treated as if it had not, never
+    answered with a 500.
+    """
+    header = request.environ.get("HTTP_COOKIE", "")
+    if not header.isascii() and not _decodes(header):
+        kept = [part for part in header.split(";") if _decodes(part)]
+        request.environ["HTTP_COOKIE"] = ";".join(kept)
+        log.info("dropped %d cookie(s) that are not UTF-8", header.count(";") + 1 - len(kept))
+    return request.cookies
+
+
+def _decodes(header: str) -> bool:
+    try:
+        for name, value in parse_cookie(header):
+            name.decode("utf-8"), value.decode("utf-8")
+    except UnicodeError:
+        return False
+    return True
 
 
 def session_expiry(request) -> SessionExpiry:

@@ -5,8 +5,19 @@ import threading
 import pytest
 
 from session_expiry.decision import ticket_binding
-from tests.conftest import (FETCH, HTMX, JSON, PAGE, csrf_token, login, query, reason_in,
-                            session_key_of, store_of, ticket_of)
+from tests.conftest import (
+    FETCH,
+    HTMX,
+    JSON,
+    PAGE,
+    csrf_token,
+    login,
+    query,
+    reason_in,
+    session_key_of,
+    store_of,
+    ticket_of,
+)
 
 IDLE, ABSOLUTE, WARN, TOUCH = 1200, 8 * 3600, 120, 120
 
@@ -136,7 +147,7 @@ def test_extend_cannot_pass_the_absolute_deadline(app, clock):
 
 # -- ends and the answers ---------------------------------------------------------
 
-@pytest.mark.parametrize("headers, expected", [
+@pytest.mark.parametrize(("headers", "expected"), [
     (PAGE, "page"), (HTMX, "htmx"), (FETCH, "api"), (JSON, "api"), ({}, "api"),
     ({"Accept": "text/html,*/*;q=0.8"}, "page"),
 ])
@@ -207,7 +218,7 @@ def test_ended_request_drops_the_ticket_and_keeps_the_tombstone_cookie(app, cloc
     assert app.get("/api/notes", headers=JSON, status=401).json["reason"] == "idle_timeout"
 
 
-@pytest.mark.parametrize("reason, sentence", [
+@pytest.mark.parametrize(("reason", "sentence"), [
     ("revoked", "An administrator ended your session."),
     ("ended_by_user", "You ended this session from another of your sessions."),
     ("logged_out", "You signed out in another tab"),
@@ -288,7 +299,8 @@ def test_signing_in_again_from_the_expired_page_returns_to_the_page(app, clock):
     login(app)
     clock.advance(IDLE)
     location = app.get("/workspace?tab=3", headers=PAGE).location
-    link = app.get(location, headers=PAGE).html.find("a", string=re.compile("Sign in again"))["href"]
+    page = app.get(location, headers=PAGE)
+    link = page.html.find("a", string=re.compile("Sign in again"))["href"]
     form = app.get(link, headers=PAGE).forms[0]
     form["username"], form["password"] = "alice", "alice-password"
     assert form.submit(headers=PAGE).location == "http://localhost/workspace?tab=3"
@@ -361,6 +373,8 @@ def test_memory_store_ends_an_idle_session_by_itself_within_a_second(app, clock,
     # UTF-8 bytes as a WSGI server hands them over (latin-1 decoded).
     "session=\u00e9\u00e8; auth_tkt=" + "\u2603".encode("utf-8").decode("latin-1"),
     "auth_tkt=0123; session=0123",
+    # Quoted bytes that are not UTF-8: WebOb raises on them wherever cookies are read.
+    'auth_tkt="\u00e90bdd"; session="\u00e8\u00e9"; csrf_token="\u00ff"',
     ";;;==;session;auth_tkt=",
 ])
 def test_garbage_cookies_are_anonymous_never_a_500(app, cookie):

@@ -59,13 +59,14 @@ def test_production_ini_takes_secret_and_database_from_the_environment(monkeypat
 def test_production_ini_without_a_secret_stops_with_a_clear_message(monkeypatch, tmp_path):
     monkeypatch.delenv("SESSION_EXPIRY_SECRET", raising=False)
     monkeypatch.setenv("SQLALCHEMY_URL", f"sqlite:///{tmp_path / 'prod.sqlite'}")
-    with pytest.raises(ConfigurationError, match="session_expiry.secret.*SESSION_EXPIRY_SECRET"):
+    with pytest.raises(ConfigurationError, match=r"session_expiry\.secret.*SESSION_EXPIRY_SECRET"):
         get_app(str(ROOT / "production.ini"))
 
 
 def test_an_ini_with_a_contradiction_stops_start_up(tmp_path):
     ini = tmp_path / "bad.ini"
     text = (ROOT / "development.ini").read_text()
-    ini.write_text(text.replace("session.samesite = Lax", "session.samesite = Lax\nsession.timeout = 600"))
-    with pytest.raises(ConfigurationError, match="session.timeout"):
+    ini.write_text(text.replace("session.samesite = Lax",
+                                "session.samesite = Lax\nsession.timeout = 600"))
+    with pytest.raises(ConfigurationError, match=r"session\.timeout"):
         get_app(str(ini))

@@ -1,7 +1,17 @@
 """Signing in and out: CSRF, safe return paths, id rotation, logout."""
 import pytest
 
-from tests.conftest import FETCH, HTMX, JSON, PAGE, csrf_token, login, query, session_key_of, store_of
+from tests.conftest import (
+    FETCH,
+    HTMX,
+    JSON,
+    PAGE,
+    csrf_token,
+    login,
+    query,
+    session_key_of,
+    store_of,
+)
 
 
 def test_anonymous_page_load_goes_to_login_with_came_from(app):

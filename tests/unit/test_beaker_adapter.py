@@ -87,7 +87,10 @@ def test_from_beaker_strips_beakers_bookkeeping():
 
 
 def test_from_beaker_rejects_non_beaker_input():
-    with pytest.raises(Exception):
+    import binascii
+    import zlib
+
+    with pytest.raises((binascii.Error, zlib.error, ValueError)):
         from_beaker("not base64 zlib json")
 
 

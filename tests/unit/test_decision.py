@@ -4,7 +4,14 @@ from __future__ import annotations
 import pytest
 
 from session_expiry.decision import (
-    ANONYMOUS, Reason, State, Ticket, Verdict, decide, overdue_reason, ticket_binding,
+    ANONYMOUS,
+    Reason,
+    State,
+    Ticket,
+    Verdict,
+    decide,
+    overdue_reason,
+    ticket_binding,
 )
 from session_expiry.settings import Policy
 from session_expiry.stores import SessionRecord, session_key

@@ -443,7 +443,7 @@ def test_concurrent_ends_and_sweeps_end_each_session_exactly_once(clock, ends):
         assert not any(thread.is_alive() for thread in threads)
         assert errors == []
         assert len(ends.records) == 200
-        assert Counter(ends.keys) == Counter({key: 1 for key in keys})
+        assert Counter(ends.keys) == Counter(dict.fromkeys(keys, 1))
         assert sorted(r.key for r in returned) == sorted(keys), \
             "exactly one caller learns it ended each session"
         for key in keys:

@@ -232,7 +232,7 @@ def test_database_url_in_the_ini_wins_over_the_environment():
 def test_empty_environment_variable_fills_nothing():
     loaded, _ = load(dict(MINIMAL), environ={"SQLALCHEMY_URL": ""})
     assert "sqlalchemy.url" not in loaded
-    with pytest.raises(ConfigurationError, match="^session_expiry.secret"):
+    with pytest.raises(ConfigurationError, match=r"^session_expiry\.secret"):
         load(settings(session_expiry__secret=None), environ={"SESSION_EXPIRY_SECRET": ""})
 
 
@@ -248,7 +248,7 @@ def test_load_reads_the_process_environment_by_default(monkeypatch):
     ("1200", 1200), (1200, 1200), ("90s", 90), ("20m", 1200), ("8h", 28800),
     ("1h30m", 5400), ("30d", 30 * 86400), ("1d2h3m4s", 93784), (" 20m ", 1200), ("20M", 1200),
     ("0", 0),
-], ids=lambda value: repr(value))
+], ids=repr)
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 

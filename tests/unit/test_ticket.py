@@ -7,7 +7,12 @@ from pyramid.authentication import AuthTicket
 from session_expiry.decision import Ticket, ticket_binding
 from session_expiry.stores import session_key
 from session_expiry.ticket import (
-    HASHALG, IP, MAX_LENGTH, build_ticket, derive_secret, read_ticket,
+    HASHALG,
+    IP,
+    MAX_LENGTH,
+    build_ticket,
+    derive_secret,
+    read_ticket,
 )
 
 SECRET = derive_secret("a-test-secret-that-is-long-enough-0123456789", "auth-ticket")

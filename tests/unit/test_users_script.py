@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import io
 import re
-from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
 from alembic import command
 from alembic.config import Config
+from argon2 import PasswordHasher
 from sqlalchemy import create_engine, inspect, select
 from sqlalchemy.orm import Session
 
@@ -41,11 +40,12 @@ def ini(tmp_path, db_url, monkeypatch) -> str:
     path = tmp_path / "testing.ini"
     path.write_text(text)
     # fileConfig would reconfigure (and disable) the test run's loggers; record the call instead.
-    monkeypatch.setattr(users, "setup_logging", lambda uri: logging_calls.append(uri))
     logging_calls.clear()
+    monkeypatch.setattr(users, "setup_logging", logging_calls.append)
     return str(path)
 
 
+#: The ini files ``main`` set logging up from, in the current test.
 logging_calls: list[str] = []
 
 
@@ -265,7 +265,11 @@ def test_migrations_upgrade_downgrade_and_upgrade_again(tmp_path):
 
     command.upgrade(config, "head")
     assert "users" in tables(url)
-    columns = {c["name"] for c in inspect(create_engine(url)).get_columns("users")}
+    engine = create_engine(url)
+    try:
+        columns = {column["name"] for column in inspect(engine).get_columns("users")}
+    finally:
+        engine.dispose()
     assert {"id", "username", "password_hash", "is_admin", "created"} <= columns
 
     command.downgrade(config, "base")

@@ -46,7 +46,8 @@ def _get(dbsession, username) -> User:
     return user
 
 
-def run(args, dbsession, settings, out=sys.stdout) -> None:
+def run(args, dbsession, settings, out=None) -> None:
+    out = out or sys.stdout
     if args.command == "add":
         if dbsession.scalar(select(User).where(User.username == args.username)):
             raise UsageError(f"user {args.username!r} exists already")
