@@ -60,13 +60,16 @@ def ticket_binding(session_key: str) -> str:
     return "s" + session_key[:32]
 
 
-def overdue_reason(record: SessionRecord, now: int) -> Reason | None:
-    """Why an open session is over at ``now``, or None if it is not (yet)."""
-    if now < min(record.idle_deadline, record.absolute_deadline):
-        return None
+def ending_reason(record: SessionRecord) -> Reason:
+    """Why an open session will end if nobody touches it: its earlier deadline."""
     if record.absolute_deadline <= record.idle_deadline:
         return Reason.ABSOLUTE_TIMEOUT
     return Reason.IDLE_TIMEOUT
+
+
+def overdue_reason(record: SessionRecord, now: int) -> Reason | None:
+    """Why an open session is over at ``now``, or None if it is not (yet)."""
+    return ending_reason(record) if now >= record.deadline else None
 
 
 def decide(

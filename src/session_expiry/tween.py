@@ -19,7 +19,7 @@ from beaker.session import SignedCookie
 from pyramid.csrf import new_csrf_token
 from webob.cookies import parse_cookie
 
-from .decision import Reason, State, Verdict, decide, ticket_binding
+from .decision import Reason, State, Verdict, decide, ending_reason, ticket_binding
 from .redirects import safe_path
 from .responses import with_query
 from .settings import Policy
@@ -65,12 +65,16 @@ class SessionExpiry:
         self.record = self.store.get(self.session_key) if self.session_key else None
         self.verdict = decide(ticket, self.session_key, self.record, self.now, self.policy)
 
+        if self.record is not None and self.record.is_open and not self.active \
+                and not self.verdict.end_session:
+            # A live session presented with a ticket that is not its own: its data
+            # is not this client's to read, even on a page that needs no sign-in.
+            self._hide_session_cookie()
         if self.verdict.end_session:
-            self.store.end(self.record.key, self.verdict.reason, self.now)
-            self.record = self.store.get(self.record.key)
-            # Another process may have ended it first, for another reason: tell the truth.
-            if self.record is not None and self.record.end_reason:
-                self.verdict = Verdict(State.ENDED, Reason(self.record.end_reason))
+            key = self.record.key
+            # Another thread or process may have ended it first, for another reason.
+            self.record = self.store.end(key, self.verdict.reason, self.now) or self.store.get(key)
+            self._take_reason_from_tombstone()
 
     # -- what views and templates read ------------------------------------------
 
@@ -102,10 +106,7 @@ class SessionExpiry:
     @property
     def expired_url_at_deadline(self) -> str:
         """Where this page should go when its session runs out (the meta refresh)."""
-        reason = (Reason.ABSOLUTE_TIMEOUT
-                  if self.record.absolute_deadline <= self.record.idle_deadline
-                  else Reason.IDLE_TIMEOUT)
-        return with_query(self.policy.expired_url, reason=str(reason),
+        return with_query(self.policy.expired_url, reason=str(ending_reason(self.record)),
                           came_from=safe_path(self.request.path_qs))
 
     def page_config(self, csrf_token: str) -> dict:
@@ -128,7 +129,7 @@ class SessionExpiry:
         if self._touch_checked or self.passive:
             return
         self._touch_checked = True
-        if self.active and self.now - self.record.last_seen >= self.policy.touch_interval:
+        if self.active and self.verdict.touch_due:
             self._touch()
 
     def extend(self) -> int:
@@ -164,10 +165,9 @@ class SessionExpiry:
         were signed out.
         """
         if self.record is not None and self.record.is_open:
-            self.store.end(self.record.key, reason, self.now)
-            self.record = self.store.get(self.record.key)
-        self.verdict = Verdict(State.ENDED, Reason(self.record.end_reason) if self.record
-                               and self.record.end_reason else reason)
+            key = self.record.key
+            self.record = self.store.end(key, reason, self.now) or self.store.get(key)
+            self._take_reason_from_tombstone()
         self._reissue = False
 
     # -- what the tween does on the way out --------------------------------------
@@ -192,11 +192,21 @@ class SessionExpiry:
         record = self.store.touch(self.record.key, self.now)
         if record is None:  # ended meanwhile (logout in another tab, revoke, sweep)
             self.record = self.store.get(self.record.key)
-            reason = self.record.end_reason if self.record else Reason.SESSION_LOST
-            self.verdict = Verdict(State.ENDED, Reason(reason))
+            self._take_reason_from_tombstone()
             return
         self.record = record
         self._reissue = True
+
+    def _take_reason_from_tombstone(self) -> None:
+        """Take the reason from the tombstone: whoever ended the session knew why."""
+        reason = self.record.end_reason if self.record else Reason.SESSION_LOST
+        self.verdict = Verdict(State.ENDED, Reason(reason))
+
+    def _hide_session_cookie(self) -> None:
+        environ = self.request.environ
+        kept = [part for part in environ.get("HTTP_COOKIE", "").split(";")
+                if part.strip().partition("=")[0] != self.expiry.session_cookie]
+        environ["HTTP_COOKIE"] = ";".join(kept)
 
     def _read_session_key(self, value: str | None) -> str | None:
         if not value or len(value) > MAX_COOKIE_LENGTH:

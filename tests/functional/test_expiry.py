@@ -391,3 +391,25 @@ def test_truncated_cookies_of_a_real_session_do_not_500(app):
     header = f"session={cookies['session'][:20]}; auth_tkt={cookies['auth_tkt'][:50]}"
     response = app.get("/api/notes", headers={**JSON, "Cookie": header}, status=401)
     assert response.json["error"] == "not_authenticated"
+
+
+def test_a_live_session_with_a_foreign_ticket_lends_its_data_to_nobody(apps):
+    from pyramid.request import Request
+    from pyramid.scripting import prepare
+
+    victim = apps()
+    login(victim, "bob")
+    victim.post("/workspace", {"title": "plans of bob", "csrf_token": csrf_token(victim)},
+                headers=PAGE)
+    attacker = type(victim)(victim.app)
+    login(attacker, "alice")
+    cookie = f"session={victim.cookies['session']}; auth_tkt={attacker.cookies['auth_tkt']}"
+    env = prepare(request=Request.blank("/login", headers={"Cookie": cookie}),
+                  registry=victim.app.registry)
+    try:
+        request = env["request"]
+        assert request.session_expiry.reason == "ticket_mismatch"
+        assert "workspace_title" not in request.session
+    finally:
+        env["closer"]()
+    assert "plans of bob" in victim.get("/workspace", headers=PAGE).text
