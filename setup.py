@@ -11,6 +11,7 @@ requires = [
     "alembic>=1.13",
     "argon2-cffi>=23.1",
     "waitress>=3.0",
+    "psycopg[binary]>=3.1",
 ]
 
 tests_require = [
@@ -34,9 +35,13 @@ setup(
     extras_require={"testing": tests_require},
     entry_points={
         "paste.app_factory": ["main = session_expiry:main"],
-        "beaker.backends": ["expiry:memory = session_expiry.stores.beaker:StoreNamespace"],
+        "beaker.backends": [
+            "expiry:memory = session_expiry.stores.beaker:StoreNamespace",
+            "expiry:sql = session_expiry.stores.beaker:StoreNamespace",
+        ],
         "console_scripts": [
             "session-users = session_expiry.app.scripts.users:main",
+            "session-sweeper = session_expiry.scripts.sweeper:main",
         ],
     },
 )

@@ -4,6 +4,7 @@ from sqlalchemy import engine_from_config, pool
 
 from session_expiry.app.models import Base
 from session_expiry.settings import from_ini
+from session_expiry.stores.sql import metadata as session_metadata
 
 config = context.config
 # Tests hand the URL over directly; otherwise the ini given with -c is the app's ini.
@@ -11,7 +12,7 @@ url = config.get_main_option("sqlalchemy.url") or from_ini(config.config_file_na
     "sqlalchemy.url")
 if not url:
     raise SystemExit("sqlalchemy.url is not set: write it in the ini or set SQLALCHEMY_URL")
-target_metadata = Base.metadata
+target_metadata = [Base.metadata, session_metadata]
 
 
 def run_migrations_offline():

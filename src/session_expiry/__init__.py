@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from beaker.util import coerce_session_params
 from pyramid.csrf import CookieCSRFStoragePolicy
-from pyramid.tweens import EXCVIEW
+from pyramid.tweens import INGRESS
 from pyramid_beaker import BeakerSessionFactoryConfig
 
 from . import settings as settings_module
@@ -36,13 +36,18 @@ def main(global_config, **settings):
 
 
 def build_store(policy, clock, on_end):
-    if policy.store_type == "expiry:memory":
+    """The store ``session.type`` names, with its sweep thread if ``sweep_interval`` is on."""
+    if policy.store_type == "expiry:sql":
+        from .stores.sql import SqlStore, engine_for
+
+        store = SqlStore(engine_for(policy.store_url), policy, clock, on_end=on_end)
+    else:
         from .stores.memory import MemoryStore
 
         store = MemoryStore(policy, clock, on_end=on_end)
-        store.start()
-        return store
-    raise AssertionError(policy.store_type)  # settings.load admits only our types
+    if policy.sweep_interval:
+        store.start(policy.sweep_interval)
+    return store
 
 
 def includeme(config):
@@ -51,8 +56,8 @@ def includeme(config):
     clock = resolve_clock(settings.get("session_expiry.clock"))
     registry = config.registry
 
-    def on_end(record):
-        registry.notify(SessionEnded(record))
+    def on_end(event):
+        registry.notify(event)
 
     store = build_store(policy, clock, on_end)
     beaker_options = {k[len("session."):]: v for k, v in settings.items()
@@ -76,7 +81,8 @@ def includeme(config):
 
     config.set_security_policy(SessionSecurityPolicy())
     config.add_request_method(session_expiry, "session_expiry", reify=True)
-    config.add_tween("session_expiry.tween.expiry_tween_factory", over=EXCVIEW)
+    # Outermost: the verdict exists before any other tween (pyramid_tm asks who is signed in).
+    config.add_tween("session_expiry.tween.expiry_tween_factory", under=INGRESS)
     config.add_view_deriver(session_touch_deriver)
     config.add_subscriber(log_session_ended, SessionEnded)
 

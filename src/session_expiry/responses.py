@@ -10,7 +10,12 @@ from __future__ import annotations
 from enum import StrEnum
 from urllib.parse import urlencode
 
-from pyramid.httpexceptions import HTTPForbidden, HTTPSeeOther, HTTPUnauthorized
+from pyramid.httpexceptions import (
+    HTTPForbidden,
+    HTTPSeeOther,
+    HTTPServiceUnavailable,
+    HTTPUnauthorized,
+)
 from pyramid.response import Response
 
 from .redirects import safe_path, same_site_path
@@ -18,6 +23,8 @@ from .redirects import safe_path, same_site_path
 #: A scheme browsers do not prompt for (unlike Basic or Digest).
 WWW_AUTHENTICATE = 'Cookie realm="session-expiry", form-action="{login_url}"'
 _HTML = ("text/html", "application/xhtml+xml")
+#: Seconds a client is asked to wait when the store is down.
+RETRY_AFTER = 5
 
 
 class RequestKind(StrEnum):
@@ -103,6 +110,20 @@ def refusal(request, policy, reason: str | None) -> Response:
         response.www_authenticate = WWW_AUTHENTICATE.format(login_url=policy.login_url)
         if kind is RequestKind.HTMX:
             response.headers["HX-Redirect"] = target
+    response.cache_control = "no-store"
+    return response
+
+
+def unavailable(request) -> Response:
+    """The session store (or the database) is down: say so, ask to retry, lose nothing."""
+    if kind_of(request) is RequestKind.PAGE:
+        response = HTTPServiceUnavailable(
+            "The service is briefly unavailable. Nothing you typed was sent; "
+            "go back and try again in a moment.")
+    else:
+        response = HTTPServiceUnavailable(json_body={"error": "unavailable"},
+                                          content_type="application/json")
+    response.retry_after = RETRY_AFTER
     response.cache_control = "no-store"
     return response
 

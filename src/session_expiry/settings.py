@@ -26,10 +26,13 @@ PREFIX = "session_expiry."
 FROM_ENVIRONMENT = {
     "session_expiry.secret": "SESSION_EXPIRY_SECRET",
     "sqlalchemy.url": "SQLALCHEMY_URL",
+    "session.url": "SESSION_URL",
 }
 
-#: The Beaker backends this package registers, by their ``session.type``.
-STORE_TYPES = ("expiry:memory",)
+#: The Beaker backends this package registers, by their ``session.type``, with
+#: their default ``sweep_interval``: the memory store must sweep itself (nothing
+#: else ends its sessions); a farm's SQL store is swept by ``session-sweeper``.
+STORE_TYPES = {"expiry:memory": 1, "expiry:sql": None}
 
 #: Beaker options we set ourselves when the ini leaves them out; any other
 #: value contradicts the one clock and stops start-up.
@@ -44,7 +47,7 @@ BEAKER_REQUIRED = {
 #: Every ``session_expiry.*`` key; anything else is a typo and stops start-up.
 KNOWN = frozenset({
     "idle_timeout", "absolute_timeout", "warn_before", "touch_interval", "retention",
-    "secret", "login_url", "expired_url", "clock",
+    "sweep_interval", "secret", "login_url", "expired_url", "clock",
 })
 
 MIN_SECRET_LENGTH = 32
@@ -90,6 +93,10 @@ class Policy:
     login_url: str = "/login"
     expired_url: str = "/session-expired"
     store_type: str = "expiry:memory"
+    #: Seconds between in-process sweeps; None: no sweep thread.
+    sweep_interval: int | None = 1
+    #: Where the SQL store keeps its tables (``session.url``, else ``sqlalchemy.url``).
+    store_url: str | None = None
     ticket_cookie: str = "auth_tkt"
     cookie_secure: bool = False
     cookie_samesite: str = "Lax"
@@ -210,6 +217,14 @@ def load(settings: dict, environ=os.environ) -> tuple[dict, Policy]:
             "(python -c 'import secrets; print(secrets.token_urlsafe(48))')",
         )
 
+    store_type = str(beaker["type"]).strip()
+    sweep_interval = _sweep_interval(settings, STORE_TYPES[store_type])
+    store_url = str(beaker.get("url") or settings.get("sqlalchemy.url") or "").strip() or None
+    if store_type == "expiry:sql" and store_url is None:
+        raise _fail("session.url", "the SQL store needs a database",
+                    "write sqlalchemy.url (the application database) or session.url, or set "
+                    "SQLALCHEMY_URL or SESSION_URL")
+
     login_url = _local_path(settings, "login_url", "/login")
     expired_url = _local_path(settings, "expired_url", "/session-expired")
     samesite = str(beaker.get("samesite") or "Lax").strip()
@@ -217,12 +232,19 @@ def load(settings: dict, environ=os.environ) -> tuple[dict, Policy]:
     policy = Policy(
         idle_timeout=idle, absolute_timeout=absolute, warn_before=warn, touch_interval=touch,
         retention=retention, secret=secret, login_url=login_url, expired_url=expired_url,
-        store_type=str(beaker["type"]).strip(),
+        store_type=store_type, sweep_interval=sweep_interval, store_url=store_url,
         cookie_secure=asbool(beaker.get("secure", False)),
         cookie_samesite=samesite,
     )
     settings.update({"session." + k: v for k, v in beaker.items()})
     return settings, policy
+
+
+def _sweep_interval(settings: dict, default: int | None) -> int | None:
+    raw = str(settings.get(PREFIX + "sweep_interval") or "").strip().lower()
+    if raw == "off":
+        return None
+    return _duration(settings, "sweep_interval", default)
 
 
 def _local_path(settings: dict, name: str, default: str) -> str:

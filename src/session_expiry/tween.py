@@ -21,9 +21,9 @@ from webob.cookies import parse_cookie
 
 from .decision import Reason, State, Verdict, decide, ending_reason, ticket_binding
 from .redirects import safe_path
-from .responses import with_query
+from .responses import unavailable, with_query
 from .settings import Policy
-from .stores import SessionRecord, SessionStore, session_key
+from .stores import SessionRecord, SessionStore, StoreUnavailable, session_key
 from .ticket import build_ticket, read_ticket
 
 log = logging.getLogger(__name__)
@@ -256,9 +256,16 @@ def session_expiry(request) -> SessionExpiry:
 
 def expiry_tween_factory(handler, registry):
     def expiry_tween(request):
-        state = request.session_expiry  # judged (and an overdue session ended) on the way in
+        try:
+            state = request.session_expiry  # judged, and an overdue session ended, on the way in
+        except StoreUnavailable as error:
+            log.error("session store unavailable: %s", error)
+            return unavailable(request)
         response = handler(request)
-        state.touch_if_due()  # for requests no view handled
+        try:
+            state.touch_if_due()  # for requests no view handled
+        except StoreUnavailable as error:  # the answer is made; the touch can wait
+            log.warning("session store unavailable, not touched: %s", error)
         state.apply(response)
         return response
 

@@ -10,8 +10,9 @@ from pyramid.view import forbidden_view_config, view_config
 
 from .decision import Reason, State
 from .redirects import safe_path
-from .responses import RequestKind, forbidden, kind_of, refusal, with_query
+from .responses import RequestKind, forbidden, kind_of, refusal, unavailable, with_query
 from .settings import describe_duration
+from .stores import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,12 @@ def refused(exc, request):
         return forbidden(request)
     log.debug("refused %s %s: %s", request.method, request.path, state.reason or "not signed in")
     return refusal(request, state.policy, state.reason)
+
+
+@view_config(context=StoreUnavailable, permission=NO_PERMISSION_REQUIRED)
+def store_unavailable(exc, request):
+    log.error("session store unavailable: %s", exc)
+    return unavailable(request)
 
 
 @view_config(context=BadCSRFToken, permission=NO_PERMISSION_REQUIRED)

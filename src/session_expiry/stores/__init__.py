@@ -8,9 +8,17 @@ exactly once and the store reports it exactly once through ``on_end``.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
+
+from ..events import SessionEnded
+
+log = logging.getLogger(__name__)
+
+#: How often a conditional data write is tried before giving up on a busy session.
+MAX_WRITE_ATTEMPTS = 5
 
 
 def session_key(session_id: str) -> str:
@@ -52,7 +60,45 @@ class SessionRecord:
         return replace(self, ended_at=now, end_reason=str(reason))
 
 
-OnEnd = Callable[[SessionRecord], None]
+class StoreUnavailable(Exception):
+    """The store cannot be reached (its database is down): nothing can be judged."""
+
+
+@dataclass(frozen=True)
+class SessionData:
+    """A session's data as loaded: the values and the version they were read at."""
+
+    values: dict
+    version: int = 0
+
+
+EMPTY = SessionData({}, 0)
+
+OnEnd = Callable[[SessionEnded], None]
+
+_MISSING = object()
+
+
+def merge(base: dict, ours: dict, theirs: dict, key: str = "") -> dict:
+    """Apply the keys this request changed (``base`` -> ``ours``) onto ``theirs``.
+
+    ``theirs`` is what another request wrote meanwhile. A key changed on one
+    side only keeps that change; a key changed on both sides takes ours (the
+    last writer wins), and that is logged.
+    """
+    merged = dict(theirs)
+    for name in base.keys() | ours.keys():
+        before, after = base.get(name, _MISSING), ours.get(name, _MISSING)
+        if before == after:
+            continue  # this request did not change it
+        if theirs.get(name, _MISSING) not in (before, after):
+            log.warning("session %s: key %r was changed by two requests at once; "
+                        "the last write wins", key[:12], name)
+        if after is _MISSING:
+            merged.pop(name, None)
+        else:
+            merged[name] = after
+    return merged
 
 
 class SessionStore(Protocol):
@@ -65,11 +111,17 @@ class SessionStore(Protocol):
     def get(self, key: str) -> SessionRecord | None:
         """The record (open or tombstone), or None if the store does not know it."""
 
-    def load_data(self, key: str) -> dict | None:
+    def load_data(self, key: str) -> SessionData | None:
         """The data of an open session; None for tombstones and unknown keys."""
 
-    def save_data(self, key: str, data: dict) -> bool:
-        """Replace the data of an open session; never resurrects an ended one."""
+    def save_data(self, key: str, values: dict, base: SessionData = EMPTY) -> bool:
+        """Write the changes from ``base`` to ``values`` into an open session.
+
+        Conditional on the session being open (never resurrects an ended one)
+        and on the version ``base`` was read at: when another request wrote
+        meanwhile, the changes are merged by key (:func:`merge`). Writes
+        nothing when nothing changed. False if the session is not open.
+        """
 
     def touch(self, key: str, now: int) -> SessionRecord | None:
         """Move the idle deadline of an open session; None if it is not open."""
@@ -80,7 +132,7 @@ class SessionStore(Protocol):
         Returns the tombstone if this call ended the session, None otherwise.
         """
 
-    def sweep(self, now: int) -> list[SessionRecord]:
+    def sweep(self, now: int) -> list[SessionEnded]:
         """End every overdue open session; prune tombstones past retention."""
 
     def close(self) -> None:

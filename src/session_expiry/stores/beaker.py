@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import zlib
 
 from beaker.container import NamespaceManager
 from beaker.synchronization import null_synchronizer
 
-from . import session_key
+from . import EMPTY, StoreUnavailable, session_key
+
+log = logging.getLogger(__name__)
 
 _BEAKER_KEY = "session"
 #: Beaker's bookkeeping that the session record already holds or that is configuration.
@@ -44,6 +47,8 @@ class StoreNamespace(NamespaceManager):
             raise ValueError("session.type expiry:* needs config.include('session_expiry')")
         self.store = store
         self.key = session_key(namespace)
+        #: What this request loaded: the base its changes are merged from.
+        self.loaded = EMPTY
 
     def get_creation_lock(self, key):
         return null_synchronizer()
@@ -52,7 +57,8 @@ class StoreNamespace(NamespaceManager):
         data = self.store.load_data(self.key) if name == _BEAKER_KEY else None
         if data is None:
             raise KeyError(name)
-        return to_beaker(data)
+        self.loaded = data
+        return to_beaker(data.values)
 
     def __contains__(self, name):
         return name == _BEAKER_KEY and self.store.load_data(self.key) is not None
@@ -61,18 +67,24 @@ class StoreNamespace(NamespaceManager):
         return name in self
 
     def __setitem__(self, name, value):
-        if name == _BEAKER_KEY:
-            self.store.save_data(self.key, from_beaker(value))
+        if name != _BEAKER_KEY:
+            return
+        try:
+            self.store.save_data(self.key, from_beaker(value), base=self.loaded)
+        except StoreUnavailable as error:
+            # Beaker saves after the answer was made: nothing to tell but the log.
+            log.error("session %s: data not saved, the store is unavailable: %s",
+                      self.key[:12], error)
 
     def set_value(self, name, value, expiretime=None):
         self[name] = value
 
     def __delitem__(self, name):
         if name == _BEAKER_KEY:
-            self.store.save_data(self.key, {})
+            self.store.save_data(self.key, {}, base=self.loaded)
 
     def do_remove(self):
-        self.store.save_data(self.key, {})
+        self.store.save_data(self.key, {}, base=self.loaded)
 
     def keys(self):
         return [_BEAKER_KEY] if _BEAKER_KEY in self else []

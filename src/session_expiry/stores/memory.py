@@ -15,8 +15,9 @@ from collections import deque
 from dataclasses import dataclass
 
 from ..decision import overdue_reason
+from ..events import SessionEnded
 from ..settings import Policy
-from . import OnEnd, SessionRecord
+from . import EMPTY, OnEnd, SessionData, SessionRecord, merge
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +26,13 @@ log = logging.getLogger(__name__)
 class _Entry:
     record: SessionRecord
     data: str | None  # JSON text while open; None once ended
+    version: int = 0
 
 
 class MemoryStore:
     """A thread-safe in-memory ``SessionStore``."""
 
-    #: How often the sweep thread looks for overdue sessions (seconds of real time).
-    sweep_every = 0.25
-
-    def __init__(self, policy: Policy, clock, on_end: OnEnd = lambda record: None):
+    def __init__(self, policy: Policy, clock, on_end: OnEnd = lambda event: None):
         self.policy = policy
         self.clock = clock
         self.on_end = on_end
@@ -63,17 +62,23 @@ class MemoryStore:
         return entry.record if entry else None
 
     def load_data(self, key):
-        entry = self._entries.get(key)
-        data = entry.data if entry else None
-        return None if data is None else json.loads(data)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.data is None:
+                return None
+            return SessionData(json.loads(entry.data), entry.version)
 
-    def save_data(self, key, data):
-        text = json.dumps(data, separators=(",", ":"))
+    def save_data(self, key, values, base=EMPTY):
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or not entry.record.is_open:
                 return False
-            entry.data = text
+            if values == base.values:
+                return True
+            if entry.version != base.version:
+                values = merge(base.values, values, json.loads(entry.data), key)
+            entry.data = json.dumps(values, separators=(",", ":"))
+            entry.version += 1
             return True
 
     def touch(self, key, now):
@@ -89,7 +94,7 @@ class MemoryStore:
         with self._lock:
             record = self._end_locked(key, reason, now)
         if record is not None:
-            self._report(record)
+            self._report(SessionEnded.of(record))
         return record
 
     def sweep(self, now):
@@ -100,13 +105,13 @@ class MemoryStore:
                 entry = self._entries.get(key)
                 reason = entry and entry.record.is_open and overdue_reason(entry.record, now)
                 if reason:
-                    ended.append(self._end_locked(key, reason, now))
+                    ended.append(SessionEnded.of(self._end_locked(key, reason, now)))
             horizon = now - self.policy.retention
             while self._tombstones and self._tombstones[0][0] <= horizon:
                 _, key = self._tombstones.popleft()
                 self._entries.pop(key, None)
-        for record in ended:
-            self._report(record)
+        for event in ended:
+            self._report(event)
         return ended
 
     def close(self):
@@ -123,16 +128,21 @@ class MemoryStore:
 
     # -- the sweep thread ------------------------------------------------------
 
-    def start(self) -> None:
-        """Run :meth:`sweep` in a daemon thread until :meth:`close`."""
+    def start(self, interval: float = 1.0) -> None:
+        """Run :meth:`sweep` in a daemon thread until :meth:`close`.
+
+        It looks four times per ``interval``, so a session ends less than
+        ``interval`` after its deadline.
+        """
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(
-                target=self._run, name="session-expiry-sweep", daemon=True)
+                target=self._run, args=(interval / 4,), name="session-expiry-sweep",
+                daemon=True)
             self._thread.start()
 
-    def _run(self):
-        while not self._stop.wait(self.sweep_every):
+    def _run(self, every):
+        while not self._stop.wait(every):
             try:
                 self.sweep(int(self.clock()))
             except Exception:  # keep sweeping; one bad subscriber must not stop it
@@ -149,8 +159,8 @@ class MemoryStore:
         self._tombstones.append((now, key))
         return entry.record
 
-    def _report(self, record):
+    def _report(self, event):
         try:
-            self.on_end(record)
+            self.on_end(event)
         except Exception:
-            log.exception("reporting the end of session %s failed", record.key[:12])
+            log.exception("reporting the end of session %s failed", event.session_key[:12])

@@ -1,0 +1,128 @@
+"""``session-sweeper <ini>``: end the SQL store's overdue sessions, exactly once each.
+
+    session-sweeper production.ini --once            # one pass, then exit
+    session-sweeper production.ini --every 30s       # a pass every 30 seconds until stopped
+    session-sweeper production.ini --once --batch 1000
+
+A session nobody comes back to is ended here, with one event row written in
+the same transaction; its notifications (the log line, ``SessionEnded``
+subscribers) are sent after the commit from the outbox, so a sweeper killed
+in between leaves them for the next run. Any number of sweepers may run at
+once against one PostgreSQL database.
+
+Exit codes: 0 done; 1 the database could not be reached; 2 bad arguments or
+settings.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from pyramid.exceptions import ConfigurationError
+from pyramid.paster import bootstrap, setup_logging
+
+from ..settings import parse_duration
+from ..stores import StoreUnavailable
+
+EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="session-sweeper",
+                                description="End overdue sessions of the SQL store.")
+    p.add_argument("ini", help="the app's ini file, e.g. production.ini")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--once", action="store_true", help="one pass, then exit")
+    when.add_argument("--every", type=_duration, metavar="DURATION",
+                      help="a pass every DURATION (e.g. 30s) until SIGTERM or Ctrl-C")
+    p.add_argument("--batch", type=_positive, default=500, metavar="N",
+                   help="sessions per transaction (default 500)")
+    return p
+
+
+def _duration(text):
+    try:
+        seconds = parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be longer than 0 seconds")
+    return seconds
+
+
+def _positive(text):
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+class ProgressBar:
+    """A one-line bar on a terminal; silent elsewhere (logs, cron mail)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        width = 30
+        filled = width * done // total if total else width
+        self.stream.write(f"\rsweeping [{'#' * filled}{'.' * (width - filled)}] "
+                          f"{done}/{total}")
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r" + " " * 60 + "\r")
+            self.shown = False
+
+
+def sweep_once(store, batch, out=sys.stdout) -> int:
+    bar = ProgressBar(out) if out.isatty() else None
+    try:
+        result = store.sweep(int(store.clock()), batch, progress=bar)
+    except StoreUnavailable as error:
+        print(f"session-sweeper: the session database cannot be reached: {error}",
+              file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    finally:
+        if bar:
+            bar.clear()
+    print(f"session-sweeper: {result.summary()}", file=out, flush=True)
+    return EXIT_OK
+
+
+def main(argv=None, out=None) -> int:
+    out = out or sys.stdout
+    args = parser().parse_args(argv)
+    setup_logging(args.ini)
+    try:
+        env = bootstrap(args.ini)
+    except ConfigurationError as error:
+        print(f"session-sweeper: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    expiry = env["registry"].session_expiry
+    store = expiry.store
+    try:
+        if expiry.policy.store_type != "expiry:sql":
+            print("session-sweeper: session.type is not expiry:sql; the memory store is "
+                  "swept inside the server process", file=sys.stderr)
+            return EXIT_USAGE
+        if args.once:
+            return sweep_once(store, args.batch, out)
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        while not stop.is_set():
+            sweep_once(store, args.batch, out)  # a database that is down is retried
+            stop.wait(args.every)
+        return EXIT_OK
+    finally:
+        store.close()
+        env["closer"]()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""The SQL store: SQLAlchemy 2 Core on SQLite or PostgreSQL, for a farm of app servers.
+
+One row per session holds the lifecycle record and the data (readable JSON).
+Every write is a conditional UPDATE (the session still open; for data, the
+version it was read at), never an upsert, so a request that finishes after a
+logout, a revoke or a sweep cannot bring a session back. The store keeps its
+own short transactions, independent of the request's: an exception in a view
+cannot undo a logout.
+
+Ending a session writes one ``session_events`` row in the same transaction;
+the unique (session_key, kind) pair makes "exactly once" a fact of the
+database. Notifications go out after the commit, from that row's
+``notified_at`` outbox column (at least once).
+
+Touches change only ``last_seen`` and ``idle_deadline``, which no index
+covers, so PostgreSQL can make them HOT updates. The sweeper finds overdue
+sessions through ``sweep_at``, a lower bound of the session's deadline that
+is refreshed only when the sweeper finds the session still alive.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from ..events import SessionEnded
+from ..settings import Policy
+from . import EMPTY, MAX_WRITE_ATTEMPTS, OnEnd, SessionData, SessionRecord, StoreUnavailable, merge
+
+log = logging.getLogger(__name__)
+
+ENDED = "ended"
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Aware UTC datetimes everywhere; SQLite keeps them as naive UTC text."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def at(seconds: int | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+def seconds(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp())
+
+
+metadata = sa.MetaData()
+
+sessions = sa.Table(
+    "sessions", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("data", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("version", sa.Integer, nullable=False, default=0),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    sa.Column("idle_deadline", UTCDateTime, nullable=False),
+    sa.Column("absolute_deadline", UTCDateTime, nullable=False),
+    sa.Column("sweep_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.Column("end_reason", sa.String(32), nullable=True),
+    sa.Column("ip", sa.String(45), nullable=True),
+    sa.Column("user_agent", sa.String(512), nullable=True),
+)
+
+session_events = sa.Table(
+    "session_events", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("session_key", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("duration", sa.Integer, nullable=False),
+    sa.Column("notified_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("session_key", "kind", name="uq_session_events_session_key_kind"),
+)
+
+# The sweeper's index covers only open sessions and no column a touch changes.
+sa.Index("ix_sessions_sweep_at", sessions.c.sweep_at,
+         postgresql_where=sessions.c.ended_at.is_(None),
+         sqlite_where=sessions.c.ended_at.is_(None))
+sa.Index("ix_sessions_user_id", sessions.c.user_id)
+sa.Index("ix_sessions_ended_at", sessions.c.ended_at,
+         postgresql_where=sessions.c.ended_at.is_not(None),
+         sqlite_where=sessions.c.ended_at.is_not(None))
+sa.Index("ix_session_events_outbox", session_events.c.id,
+         postgresql_where=session_events.c.notified_at.is_(None),
+         sqlite_where=session_events.c.notified_at.is_(None))
+sa.Index("ix_session_events_at", session_events.c.at)
+
+_OPEN = sessions.c.ended_at.is_(None)
+_DEADLINE = sa.case(
+    (sessions.c.absolute_deadline <= sessions.c.idle_deadline, sessions.c.absolute_deadline),
+    else_=sessions.c.idle_deadline)
+_OVERDUE_REASON = sa.case(
+    (sessions.c.absolute_deadline <= sessions.c.idle_deadline, "absolute_timeout"),
+    else_="idle_timeout")
+_RECORD = (sessions.c.key, sessions.c.user_id, sessions.c.created, sessions.c.last_seen,
+           sessions.c.idle_deadline, sessions.c.absolute_deadline, sessions.c.ended_at,
+           sessions.c.end_reason, sessions.c.ip, sessions.c.user_agent)
+
+
+def _record(row) -> SessionRecord:
+    return SessionRecord(
+        key=row.key, user_id=row.user_id, created=seconds(row.created),
+        last_seen=seconds(row.last_seen), idle_deadline=seconds(row.idle_deadline),
+        absolute_deadline=seconds(row.absolute_deadline), ended_at=seconds(row.ended_at),
+        end_reason=row.end_reason, ip=row.ip, user_agent=row.user_agent)
+
+
+@dataclass
+class SweepResult:
+    """What one ``sweep`` did."""
+
+    ended: Counter = field(default_factory=Counter)  # by reason
+    notified: int = 0
+    pruned: int = 0
+    seconds: float = 0.0
+
+    @property
+    def total_ended(self) -> int:
+        return sum(self.ended.values())
+
+    def add(self, other: SweepResult) -> None:
+        self.ended.update(other.ended)
+        self.notified += other.notified
+        self.pruned += other.pruned
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(self.ended.items()))
+        return (f"ended={self.total_ended}" + (f" ({reasons})" if reasons else "")
+                + f" notified={self.notified} pruned={self.pruned} in {self.seconds:.2f}s")
+
+
+def engine_for(url: str) -> sa.Engine:
+    """An engine for the store: SQLite write transactions begin IMMEDIATE (one writer)."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _no_pysqlite_transactions(dbapi_connection, _record):
+            dbapi_connection.isolation_level = None
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin_immediate(connection):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class SqlStore:
+    """A ``SessionStore`` on SQLAlchemy Core."""
+
+    def __init__(self, engine: sa.Engine, policy: Policy, clock,
+                 on_end: OnEnd = lambda event: None):
+        self.engine = engine
+        self.policy = policy
+        self.clock = clock
+        self.on_end = on_end
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the protocol ---------------------------------------------------------
+
+    def open(self, key, user_id, now, ip=None, user_agent=None):
+        record = SessionRecord(
+            key=key, user_id=str(user_id), created=now, last_seen=now,
+            idle_deadline=now + self.policy.idle_timeout,
+            absolute_deadline=now + self.policy.absolute_timeout,
+            ip=ip, user_agent=user_agent)
+        with self._begin() as conn:
+            conn.execute(sessions.insert().values(
+                key=key, user_id=record.user_id, data={}, version=0,
+                created=at(now), last_seen=at(now), idle_deadline=at(record.idle_deadline),
+                absolute_deadline=at(record.absolute_deadline), sweep_at=at(record.deadline),
+                ip=ip, user_agent=user_agent))
+        return record
+
+    def get(self, key):
+        with self._begin() as conn:
+            row = conn.execute(sa.select(*_RECORD).where(sessions.c.key == key)).first()
+        return None if row is None else _record(row)
+
+    def load_data(self, key):
+        with self._begin() as conn:
+            row = conn.execute(sa.select(sessions.c.data, sessions.c.version)
+                               .where(sessions.c.key == key, _OPEN)).first()
+        return None if row is None else SessionData(row.data or {}, row.version)
+
+    def save_data(self, key, values, base=EMPTY):
+        if values == base.values:
+            return True
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            with self._begin() as conn:
+                written = conn.execute(
+                    sessions.update()
+                    .where(sessions.c.key == key, _OPEN, sessions.c.version == base.version)
+                    .values(data=values, version=base.version + 1)).rowcount
+            if written:
+                return True
+            current = self.load_data(key)
+            if current is None:
+                return False  # ended meanwhile: never resurrect
+            values = merge(base.values, values, current.values, key)
+            base = current
+        log.error("session %s: data not saved after %d conflicting writes",
+                  key[:12], MAX_WRITE_ATTEMPTS)
+        return False
+
+    def touch(self, key, now):
+        with self._begin() as conn:
+            row = conn.execute(
+                sessions.update().where(sessions.c.key == key, _OPEN)
+                .values(last_seen=at(now), idle_deadline=at(now + self.policy.idle_timeout))
+                .returning(*_RECORD)).first()
+        return None if row is None else _record(row)
+
+    def end(self, key, reason, now):
+        with self._begin() as conn:
+            rows = self._end_rows(conn, sessions.c.key == key, str(reason), now)
+        if not rows:
+            return None
+        self.notify_pending(only=key)
+        return _record(rows[0])
+
+    def sweep(self, now, batch: int = 500, progress=None) -> SweepResult:
+        """End overdue sessions, send pending notifications, prune past retention.
+
+        Works in batches of ``batch`` rows, each in its own transaction, so
+        memory stays flat and other sweepers can work beside it. ``progress``
+        is called after each batch with (sessions looked at, sessions due).
+        """
+        started = time.monotonic()
+        result = SweepResult()
+        due = self.due_count(now) if progress else 0
+        looked_at = 0
+        while True:
+            with self._begin() as conn:
+                claimed, ended = self._sweep_batch(conn, now, batch)
+            result.ended.update(row.end_reason for row in ended)
+            looked_at += claimed
+            if progress:
+                progress(looked_at, max(due, looked_at))
+            if claimed < batch:
+                break
+        result.notified = self.notify_pending(batch)
+        result.pruned = self.prune(now, batch)
+        result.seconds = time.monotonic() - started
+        return result
+
+    def close(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.engine.dispose()
+
+    # -- the sweeper's parts ---------------------------------------------------
+
+    def due_count(self, now: int) -> int:
+        """How many open sessions the sweeper has to look at now."""
+        with self._begin() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(sessions)
+                                .where(_OPEN, sessions.c.sweep_at <= at(now))).scalar_one()
+
+    def notify_pending(self, batch: int = 500, only: str | None = None) -> int:
+        """Send the notifications of ended sessions not sent yet (the outbox).
+
+        ``only``: just the one session's, right after ending it.
+        """
+        pending = session_events.c.notified_at.is_(None)
+        if only is not None:
+            pending = sa.and_(pending, session_events.c.session_key == only)
+        sent = 0
+        while True:
+            with self._begin() as conn:
+                rows = conn.execute(
+                    sa.select(session_events).where(pending)
+                    .order_by(session_events.c.id).limit(batch)
+                    .with_for_update(skip_locked=True)).all()
+                for row in rows:
+                    self._report(SessionEnded(row.session_key, row.user_id, row.reason,
+                                              seconds(row.at), row.duration))
+                if rows:
+                    conn.execute(session_events.update()
+                                 .where(session_events.c.id.in_([row.id for row in rows]))
+                                 .values(notified_at=at(int(self.clock()))))
+            sent += len(rows)
+            if len(rows) < batch:
+                return sent
+
+    def prune(self, now: int, batch: int = 500) -> int:
+        """Delete tombstones and notified events older than ``retention``, in batches."""
+        horizon = at(now - self.policy.retention)
+        pruned = 0
+        for table, old in (
+            (sessions, sa.and_(sessions.c.ended_at.is_not(None), sessions.c.ended_at < horizon)),
+            (session_events, sa.and_(session_events.c.notified_at.is_not(None),
+                                     session_events.c.at < horizon)),
+        ):
+            key = next(iter(table.primary_key))
+            while True:
+                with self._begin() as conn:
+                    doomed = sa.select(key).where(old).limit(batch).scalar_subquery()
+                    count = conn.execute(table.delete().where(key.in_(doomed))).rowcount
+                pruned += count
+                if count < batch:
+                    break
+        return pruned
+
+    def start(self, interval: float, batch: int = 500) -> None:
+        """Sweep every ``interval`` seconds in a daemon thread until :meth:`close`."""
+        def run():
+            while not self._stop.wait(interval):
+                try:
+                    result = self.sweep(int(self.clock()), batch)
+                    if result.total_ended or result.notified or result.pruned:
+                        log.info("swept: %s", result.summary())
+                except Exception:
+                    log.exception("session sweep failed")
+
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=run, name="session-expiry-sweep",
+                                            daemon=True)
+            self._thread.start()
+
+    # -- internals -------------------------------------------------------------
+
+    def _sweep_batch(self, conn, now, batch):
+        due = (sa.select(sessions.c.key)
+               .where(_OPEN, sessions.c.sweep_at <= at(now))
+               .order_by(sessions.c.sweep_at).limit(batch)
+               .with_for_update(skip_locked=True))
+        keys = conn.execute(due).scalars().all()
+        if not keys:
+            return 0, []
+        claimed = sessions.c.key.in_(keys)
+        ended = self._end_rows(conn, sa.and_(claimed, at(now) >= _DEADLINE), None, now)
+        # The rest were touched since their sweep_at was set: look again at their deadline.
+        conn.execute(sessions.update().where(claimed, _OPEN).values(sweep_at=_DEADLINE))
+        return len(keys), ended
+
+    def _end_rows(self, conn, which, reason, now):
+        """End the open sessions ``which`` selects and write their event rows."""
+        rows = conn.execute(
+            sessions.update().where(which, _OPEN)
+            .values(ended_at=at(now), end_reason=reason or _OVERDUE_REASON, data=None)
+            .returning(*_RECORD)).all()
+        if rows:
+            conn.execute(session_events.insert(), [
+                {"session_key": row.key, "user_id": row.user_id, "kind": ENDED,
+                 "reason": row.end_reason, "at": row.ended_at,
+                 "duration": seconds(row.ended_at) - seconds(row.created)}
+                for row in rows])
+        return rows
+
+    @contextmanager
+    def _begin(self):
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except (OperationalError, InterfaceError) as error:
+            raise StoreUnavailable(str(getattr(error, "orig", error))) from error
+
+    def _report(self, event):
+        try:
+            self.on_end(event)
+        except Exception:
+            log.exception("reporting the end of session %s failed", event.session_key[:12])
