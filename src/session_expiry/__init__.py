@@ -13,6 +13,9 @@
   (page load: 303; htmx: 401 + ``HX-Redirect``; anything else: 401 JSON);
 - fires ``SessionEnded`` exactly once per session and logs it;
 - serves the expired page, ``/session/status``, ``/session/extend`` and logout.
+
+The host app brings the login view at ``session_expiry.login_url`` and calls
+``pyramid.security.remember(request, userid)`` there.
 """
 from __future__ import annotations
 
@@ -24,8 +27,9 @@ from pyramid_beaker import BeakerSessionFactoryConfig
 from . import settings as settings_module
 from .clock import resolve_clock
 from .events import SessionEnded, log_session_ended
+from .security import SessionSecurityPolicy
 from .ticket import derive_secret
-from .tween import Expiry, session_expiry, session_touch_deriver
+from .tween import ExpirySetup, session_expiry, session_touch_deriver
 
 
 def main(global_config, **settings):
@@ -33,6 +37,15 @@ def main(global_config, **settings):
     from .app import make_app
 
     return make_app(global_config, **settings)
+
+
+class TextCSRFStoragePolicy(CookieCSRFStoragePolicy):
+    """Pyramid's cookie CSRF storage, answering "no" to a token that is not text
+    (a multipart file field), instead of raising."""
+
+    def check_csrf_token(self, request, supplied_token):
+        return isinstance(supplied_token, str) and super().check_csrf_token(
+            request, supplied_token)
 
 
 def build_store(policy, clock, on_end):
@@ -53,33 +66,25 @@ def build_store(policy, clock, on_end):
 def includeme(config):
     settings, policy = settings_module.load(config.get_settings())
     config.registry.settings.update(settings)
-    clock = resolve_clock(settings.get("session_expiry.clock"))
     registry = config.registry
+    clock = resolve_clock(settings.get("session_expiry.clock"))
+    store = build_store(policy, clock, on_end=registry.notify)
 
-    def on_end(event):
-        registry.notify(event)
-
-    store = build_store(policy, clock, on_end)
-    beaker_options = {k[len("session."):]: v for k, v in settings.items()
-                      if k.startswith("session.")}
-    beaker_options = coerce_session_params(beaker_options)
     cookie_secret = derive_secret(policy.secret, "session-cookie")
-    beaker_options["secret"] = cookie_secret
-    beaker_options["store"] = store
-    registry.session_expiry = Expiry(
+    beaker = coerce_session_params(settings_module.beaker_options(settings))
+    registry.session_expiry = ExpirySetup(
         policy=policy, store=store, clock=clock,
         ticket_secret=derive_secret(policy.secret, "auth-ticket"),
         cookie_secret=cookie_secret,
-        session_cookie=beaker_options.get("key", "beaker.session.id"),
+        session_cookie=beaker.get("key", "beaker.session.id"),
     )
+    config.set_session_factory(
+        BeakerSessionFactoryConfig(**beaker, secret=cookie_secret, store=store))
+    config.set_csrf_storage_policy(TextCSRFStoragePolicy(
+        secure=policy.cookie_secure, httponly=True, samesite=policy.cookie_samesite))
+    config.set_security_policy(SessionSecurityPolicy())
 
     config.include("pyramid_jinja2")
-    config.set_session_factory(BeakerSessionFactoryConfig(**beaker_options))
-    config.set_csrf_storage_policy(CookieCSRFStoragePolicy(
-        secure=policy.cookie_secure, httponly=True, samesite=policy.cookie_samesite))
-    from .security import SessionSecurityPolicy
-
-    config.set_security_policy(SessionSecurityPolicy())
     config.add_request_method(session_expiry, "session_expiry", reify=True)
     # Outermost: the verdict exists before any other tween (pyramid_tm asks who is signed in).
     config.add_tween("session_expiry.tween.expiry_tween_factory", under=INGRESS)

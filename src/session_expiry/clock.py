@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
+from pyramid.exceptions import ConfigurationError
 from pyramid.path import DottedNameResolver
 
 system_clock = time.time
@@ -34,14 +36,19 @@ class FrozenClock:
             self._now = float(now)
 
 
-def resolve_clock(value) -> callable:
+def resolve_clock(value) -> Callable[[], float]:
     """The ``session_expiry.clock`` setting: a callable, a dotted name, or unset."""
     if value is None or value == "":
         return system_clock
     if isinstance(value, str):
-        value = DottedNameResolver().maybe_resolve(value.strip())
+        try:
+            value = DottedNameResolver().maybe_resolve(value.strip())
+        except (ImportError, ValueError) as error:
+            raise ConfigurationError(f"session_expiry.clock: {error}; write a dotted name "
+                                     "such as session_expiry.clock.FrozenClock") from None
         if isinstance(value, type):
             value = value()
     if not callable(value):
-        raise TypeError("session_expiry.clock must name a callable returning epoch seconds")
+        raise ConfigurationError("session_expiry.clock: not a callable; write a dotted name of "
+                                 "one returning epoch seconds, or leave it out")
     return value

@@ -1,7 +1,7 @@
 """Safe return URLs: only a path on this site, never an open redirect."""
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 MAX_LENGTH = 2048
 
@@ -11,7 +11,8 @@ def safe_path(candidate: str | None, fallback: str = "/") -> str:
 
     Rejects schemes (``javascript:``, ``https:``), network paths (``//host``),
     backslash forms (``/\\host``, which browsers read as ``//host``), control
-    characters, and any of these hidden behind percent-encoding.
+    characters, and any of these hidden behind percent-encoding. Characters
+    outside ASCII come back percent-encoded, fit for a ``Location`` header.
     """
     if not candidate or len(candidate) > MAX_LENGTH:
         return fallback
@@ -25,7 +26,11 @@ def safe_path(candidate: str | None, fallback: str = "/") -> str:
         decoded = once_more
     else:
         return fallback
-    return candidate
+    return quote(candidate, safe=_URL_SAFE)
+
+
+#: Everything a URL path and query may hold as it is; the rest is percent-encoded.
+_URL_SAFE = "/?&=%#;:@!$'()*+,~-._[]"
 
 
 def _looks_local(path: str) -> bool:

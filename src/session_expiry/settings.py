@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass
 
 from pyramid.exceptions import ConfigurationError
-from pyramid.settings import asbool
 
 from .redirects import safe_path
 
@@ -50,6 +49,20 @@ KNOWN = frozenset({
     "sweep_interval", "secret", "login_url", "expired_url", "clock",
 })
 
+#: Beaker options that contradict the design: (name, problem, what to write).
+FORBIDDEN = (
+    ("timeout", "Beaker's own timeout would be a second clock",
+     "remove it; session_expiry.idle_timeout drives the session and the auth ticket"),
+    ("encrypt_key", "session data is stored as readable JSON in our store, not as an "
+     "encrypted blob", "remove it"),
+    ("secret", "a second secret for the session cookie",
+     "remove it; session_expiry.secret signs the session cookie and the auth ticket"),
+)
+
+TRUE = frozenset({"true", "yes", "on", "1"})
+FALSE = frozenset({"false", "no", "off", "0"})
+SAMESITE = ("Lax", "Strict", "None")
+
 MIN_SECRET_LENGTH = 32
 WCAG_MIN_WARNING = 20
 
@@ -82,12 +95,16 @@ def describe_duration(seconds: int) -> str:
 
 @dataclass(frozen=True)
 class Policy:
-    """The parsed ``session_expiry.*`` settings; durations in whole seconds."""
+    """The parsed settings the add-on runs on; durations in whole seconds.
 
-    idle_timeout: int = 1200
+    The field defaults are the documented defaults; ``touch_interval`` left
+    out is ``idle_timeout // 10``.
+    """
+
+    idle_timeout: int = 20 * 60
     absolute_timeout: int = 8 * 3600
-    warn_before: int = 120
-    touch_interval: int = 120
+    warn_before: int = 2 * 60
+    touch_interval: int = 2 * 60
     retention: int = 30 * 86400
     secret: str = ""
     login_url: str = "/login"
@@ -97,9 +114,11 @@ class Policy:
     sweep_interval: int | None = 1
     #: Where the SQL store keeps its tables (``session.url``, else ``sqlalchemy.url``).
     store_url: str | None = None
-    ticket_cookie: str = "auth_tkt"
     cookie_secure: bool = False
     cookie_samesite: str = "Lax"
+
+
+_DEFAULT = Policy()
 
 
 def fill_from_environment(settings: dict, environ=os.environ) -> dict:
@@ -111,14 +130,23 @@ def fill_from_environment(settings: dict, environ=os.environ) -> dict:
     return filled
 
 
+def beaker_options(settings: dict) -> dict:
+    """The ``session.*`` settings without their prefix: Beaker's options."""
+    return {k[len("session."):]: v for k, v in settings.items() if k.startswith("session.")}
+
+
 def _fail(key: str, problem: str, advice: str) -> ConfigurationError:
     return ConfigurationError(f"{key}: {problem}; {advice}")
 
 
-def _duration(settings: dict, name: str, default: int | None) -> int:
+def _given(value) -> bool:
+    return value is not None and str(value).strip() != ""
+
+
+def _duration(settings: dict, name: str, default: int | None) -> int | None:
     key = PREFIX + name
     raw = settings.get(key)
-    if raw is None or str(raw).strip() == "":
+    if not _given(raw):
         return default
     try:
         seconds = parse_duration(raw)
@@ -129,45 +157,54 @@ def _duration(settings: dict, name: str, default: int | None) -> int:
     return seconds
 
 
-def _check_beaker(settings: dict) -> dict:
-    """Validate the ``session.*`` options and return them with ours filled in."""
-    beaker = {k[len("session."):]: v for k, v in settings.items() if k.startswith("session.")}
+def _boolean(beaker: dict, name: str, default: bool) -> bool:
+    value = beaker.get(name)
+    if not _given(value):
+        return default
+    text = str(value).strip().lower()
+    if text not in TRUE | FALSE:
+        raise _fail(f"session.{name}", f"{value!r} is not true or false",
+                    f"write session.{name} = true or false")
+    return text in TRUE
+
+
+def _check_beaker(beaker: dict) -> dict:
+    """Validate Beaker's options and return them with ours filled in."""
     store_type = str(beaker.get("type") or "").strip()
     if store_type not in STORE_TYPES:
-        raise _fail(
-            "session.type",
-            f"{store_type or 'nothing'!r} is not a session-expiry store",
-            "write session.type = " + " or ".join(STORE_TYPES),
-        )
-    if str(beaker.get("timeout") or "").strip():
-        raise _fail(
-            "session.timeout",
-            "Beaker's own timeout would be a second clock",
-            "remove it; session_expiry.idle_timeout drives the session and the auth ticket",
-        )
-    if str(beaker.get("encrypt_key") or "").strip():
-        raise _fail(
-            "session.encrypt_key",
-            "session data is stored as readable JSON in our store, not as an encrypted blob",
-            "remove it",
-        )
-    if str(beaker.get("secret") or "").strip():
-        raise _fail(
-            "session.secret",
-            "a second secret for the session cookie",
-            "remove it; session_expiry.secret signs the session cookie and the auth ticket",
-        )
+        raise _fail("session.type", f"{store_type or 'nothing'!r} is not a session-expiry store",
+                    "write session.type = " + " or ".join(STORE_TYPES))
+    for name, problem, advice in FORBIDDEN:
+        if _given(beaker.get(name)):
+            raise _fail(f"session.{name}", problem, advice)
     for name, (required, why) in BEAKER_REQUIRED.items():
         value = beaker.get(name)
-        if value is None or str(value).strip() == "":
+        if not _given(value):
             beaker[name] = required
             continue
         normal = str(value).strip().lower()
         if name != "data_serializer":
-            normal = "true" if asbool(normal) else "false"
+            normal = "true" if _boolean(beaker, name, False) else "false"
         if normal != required:
             raise _fail(f"session.{name}", f"is {value!r}, but {why}",
                         f"write session.{name} = {required} (or leave it out)")
+    if _given(beaker.get("cookie_expires")) and not _boolean(beaker, "cookie_expires", True):
+        raise _fail("session.cookie_expires", "a cookie lifetime would be a second clock",
+                    "remove it: the cookie lasts as long as the browser, the session as long "
+                    "as session_expiry.idle_timeout and absolute_timeout allow")
+    if not _boolean(beaker, "httponly", True):
+        raise _fail("session.httponly", "scripts could read the session cookie",
+                    "write session.httponly = true (or leave it out)")
+    beaker["httponly"] = True
+    beaker["secure"] = _boolean(beaker, "secure", False)
+    samesite = str(beaker.get("samesite") or "Lax").strip().capitalize()
+    if samesite not in SAMESITE:
+        raise _fail("session.samesite", f"{beaker['samesite']!r} is not Lax, Strict or None",
+                    "write session.samesite = Lax")
+    if samesite == "None" and not beaker["secure"]:
+        raise _fail("session.samesite", "browsers refuse SameSite=None without Secure",
+                    "write session.secure = true, or session.samesite = Lax")
+    beaker["samesite"] = samesite
     return beaker
 
 
@@ -181,13 +218,13 @@ def load(settings: dict, environ=os.environ) -> tuple[dict, Policy]:
         if key.startswith(PREFIX) and key[len(PREFIX):] not in KNOWN:
             raise _fail(key, "is not a session-expiry setting",
                         "check the spelling; the README lists every setting")
-    beaker = _check_beaker(settings)
+    beaker = _check_beaker(beaker_options(settings))
 
-    idle = _duration(settings, "idle_timeout", 1200)
-    absolute = _duration(settings, "absolute_timeout", 8 * 3600)
-    warn = _duration(settings, "warn_before", 120)
+    idle = _duration(settings, "idle_timeout", _DEFAULT.idle_timeout)
+    absolute = _duration(settings, "absolute_timeout", _DEFAULT.absolute_timeout)
+    warn = _duration(settings, "warn_before", _DEFAULT.warn_before)
     touch = _duration(settings, "touch_interval", max(1, idle // 10))
-    retention = _duration(settings, "retention", 30 * 86400)
+    retention = _duration(settings, "retention", _DEFAULT.retention)
 
     if warn >= idle:
         raise _fail(PREFIX + "warn_before", f"{warn}s is not shorter than idle_timeout ({idle}s)",
@@ -218,40 +255,41 @@ def load(settings: dict, environ=os.environ) -> tuple[dict, Policy]:
         )
 
     store_type = str(beaker["type"]).strip()
-    sweep_interval = _sweep_interval(settings, STORE_TYPES[store_type])
     store_url = str(beaker.get("url") or settings.get("sqlalchemy.url") or "").strip() or None
     if store_type == "expiry:sql" and store_url is None:
         raise _fail("session.url", "the SQL store needs a database",
                     "write sqlalchemy.url (the application database) or session.url, or set "
                     "SQLALCHEMY_URL or SESSION_URL")
 
-    login_url = _local_path(settings, "login_url", "/login")
-    expired_url = _local_path(settings, "expired_url", "/session-expired")
-    samesite = str(beaker.get("samesite") or "Lax").strip()
+    login_url = _local_path(settings, "login_url", _DEFAULT.login_url)
+    expired_url = _local_path(settings, "expired_url", _DEFAULT.expired_url)
+    if login_url == expired_url:
+        raise _fail(PREFIX + "expired_url", "is the same page as login_url",
+                    f"write e.g. {PREFIX}expired_url = {_DEFAULT.expired_url}")
 
     policy = Policy(
         idle_timeout=idle, absolute_timeout=absolute, warn_before=warn, touch_interval=touch,
         retention=retention, secret=secret, login_url=login_url, expired_url=expired_url,
-        store_type=store_type, sweep_interval=sweep_interval, store_url=store_url,
-        cookie_secure=asbool(beaker.get("secure", False)),
-        cookie_samesite=samesite,
+        store_type=store_type, sweep_interval=_sweep_interval(settings, store_type),
+        store_url=store_url, cookie_secure=beaker["secure"], cookie_samesite=beaker["samesite"],
     )
     settings.update({"session." + k: v for k, v in beaker.items()})
     return settings, policy
 
 
-def _sweep_interval(settings: dict, default: int | None) -> int | None:
-    raw = str(settings.get(PREFIX + "sweep_interval") or "").strip().lower()
-    if raw == "off":
+def _sweep_interval(settings: dict, store_type: str) -> int | None:
+    if str(settings.get(PREFIX + "sweep_interval") or "").strip().lower() == "off":
         return None
-    return _duration(settings, "sweep_interval", default)
+    return _duration(settings, "sweep_interval", STORE_TYPES[store_type])
 
 
 def _local_path(settings: dict, name: str, default: str) -> str:
+    """A route path on this site: no scheme, host, query or fragment."""
     key = PREFIX + name
     value = str(settings.get(key) or default).strip()
-    if safe_path(value, fallback="") != value:
-        raise _fail(key, f"{value!r} is not a path on this site", f"write e.g. {key} = {default}")
+    if safe_path(value, fallback="") != value or any(char in value for char in "?#%"):
+        raise _fail(key, f"{value!r} is not a plain path on this site",
+                    f"write e.g. {key} = {default}")
     return value
 
 

@@ -2,17 +2,18 @@
 
 On the way in it reads the auth ticket, the session cookie and the session's
 record, asks :func:`~session_expiry.decision.decide`, and ends a session that
-is overdue (whoever notices first ends it). Before a view runs, an active
-session is touched if its last touch is ``touch_interval`` or more ago (views
-declared with ``session_touch=False`` are passive). On the way out the ticket
-is reissued in the same request that touched the record, from the same
-``now``, so both deadlines are the same instant, and every response to an
-active session says how many seconds are left.
+is overdue (whoever notices first ends it). A view that counts as activity
+(every view but exception views and those declared ``session_touch=False``)
+marks the request; on the way out the record is touched, at most once per
+``touch_interval``, and the ticket reissued in the same step from the same
+``now``, so both deadlines are one instant. Every response to an active
+session says how many seconds are left.
 """
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from beaker.session import SignedCookie
@@ -24,7 +25,7 @@ from .redirects import safe_path
 from .responses import unavailable, with_query
 from .settings import Policy
 from .stores import SessionRecord, SessionStore, StoreUnavailable, session_key
-from .ticket import build_ticket, read_ticket
+from .ticket import TICKET_COOKIE, build_ticket, read_ticket
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,12 @@ USER_AGENT_LENGTH = 512
 
 
 @dataclass(frozen=True)
-class Expiry:
-    """What the add-on built at start-up; kept on the registry as ``registry.session_expiry``."""
+class ExpirySetup:
+    """What the add-on built at start-up: ``registry.session_expiry``."""
 
     policy: Policy
     store: SessionStore
-    clock: callable
+    clock: Callable[[], float]
     ticket_secret: str
     cookie_secret: str
     session_cookie: str
@@ -48,33 +49,29 @@ class Expiry:
 class SessionExpiry:
     """``request.session_expiry``: this request's view of its session's lifecycle."""
 
-    def __init__(self, request, expiry: Expiry):
+    def __init__(self, request, setup: ExpirySetup):
         self.request = request
-        self.expiry = expiry
-        self.policy = expiry.policy
-        self.store = expiry.store
-        self.now = int(expiry.clock())
-        self.passive = False
-        self._touch_checked = False
-        self._reissue = False
+        self.setup = setup
+        self.policy = setup.policy
+        self.store = setup.store
+        self.now = int(setup.clock())
+        self._activity = False  # a view that counts as activity ran
+        self._touched = False
+        self._issue_ticket = False
 
         cookies = readable_cookies(request)
-        self._ticket_sent = self.policy.ticket_cookie in cookies
-        ticket = read_ticket(expiry.ticket_secret, cookies.get(self.policy.ticket_cookie))
-        self.session_key = self._read_session_key(cookies.get(expiry.session_cookie))
+        self._ticket_sent = TICKET_COOKIE in cookies
+        ticket = read_ticket(setup.ticket_secret, cookies.get(TICKET_COOKIE))
+        self.session_key = self._read_session_key(cookies.get(setup.session_cookie))
         self.record = self.store.get(self.session_key) if self.session_key else None
         self.verdict = decide(ticket, self.session_key, self.record, self.now, self.policy)
 
-        if self.record is not None and self.record.is_open and not self.active \
-                and not self.verdict.end_session:
+        if self.verdict.end_session:
+            self._end(self.verdict.reason)
+        elif self.record is not None and self.record.is_open and not self.active:
             # A live session presented with a ticket that is not its own: its data
             # is not this client's to read, even on a page that needs no sign-in.
             self._hide_session_cookie()
-        if self.verdict.end_session:
-            key = self.record.key
-            # Another thread or process may have ended it first, for another reason.
-            self.record = self.store.end(key, self.verdict.reason, self.now) or self.store.get(key)
-            self._take_reason_from_tombstone()
 
     # -- what views and templates read ------------------------------------------
 
@@ -96,8 +93,17 @@ class SessionExpiry:
 
     @property
     def remaining(self) -> int:
-        """Whole seconds until the session ends unless it is touched; 0 if not active."""
-        return self.record.remaining(self.now) if self.active else 0
+        """Whole seconds until the session ends unless touched; 0 if not active.
+
+        Counts the touch this request will make on its way out, so a page shows
+        the same figure as its ``Session-Expires-In`` header.
+        """
+        if not self.active:
+            return 0
+        record = self.record
+        if self._touch_due:
+            record = record.touched(self.now, self.policy.idle_timeout)
+        return record.remaining(self.now)
 
     @property
     def warn_before(self) -> int:
@@ -105,7 +111,7 @@ class SessionExpiry:
 
     @property
     def expired_url_at_deadline(self) -> str:
-        """Where this page should go when its session runs out (the meta refresh)."""
+        """Where this page goes when its session runs out (the no-JS meta refresh)."""
         return with_query(self.policy.expired_url, reason=str(ending_reason(self.record)),
                           came_from=safe_path(self.request.path_qs))
 
@@ -124,17 +130,12 @@ class SessionExpiry:
 
     # -- what views do ---------------------------------------------------------
 
-    def touch_if_due(self) -> None:
-        """Count this request as activity, at most once per ``touch_interval``."""
-        if self._touch_checked or self.passive:
-            return
-        self._touch_checked = True
-        if self.active and self.verdict.touch_due:
-            self._touch()
+    def count_activity(self) -> None:
+        """This request counts as activity: touch on the way out, if due."""
+        self._activity = True
 
     def extend(self) -> int:
         """Touch now, whatever the interval ("stay signed in"); return seconds left."""
-        self._touch_checked = True
         if self.active:
             self._touch()
         return self.remaining
@@ -142,7 +143,7 @@ class SessionExpiry:
     def login(self, userid: str) -> SessionRecord:
         """Start a new session for ``userid`` under a new id (no fixation)."""
         session = self.request.session
-        if self.record is not None and self.record.is_open:
+        if self.active:
             self.store.end(self.record.key, Reason.LOGGED_OUT, self.now)
         session.invalidate()  # a fresh random id, whatever id the client sent
         self.session_key = session_key(session.id)
@@ -154,75 +155,81 @@ class SessionExpiry:
         session.changed()  # make Beaker write the entry's data and send the new cookie
         new_csrf_token(self.request)  # a token seen before sign-in is not trusted after it
         self.verdict = Verdict(State.ACTIVE)
-        self._touch_checked = True
-        self._reissue = True
+        self._touched = self._issue_ticket = True
         return self.record
 
     def logout(self, reason: Reason = Reason.LOGGED_OUT) -> None:
-        """End this session (an old cookie replayed later loads nothing) and forget the ticket.
+        """End this session (an old cookie replayed later loads nothing); forget the ticket.
 
         The session cookie stays, so other tabs learn from the tombstone why they
-        were signed out.
+        were signed out. Only the session's own ticket can end it.
         """
-        if self.record is not None and self.record.is_open:
-            key = self.record.key
-            self.record = self.store.end(key, reason, self.now) or self.store.get(key)
-            self._take_reason_from_tombstone()
-        self._reissue = False
+        if self.active:
+            self._end(reason)
 
     # -- what the tween does on the way out --------------------------------------
 
     def apply(self, response) -> None:
-        cookie = self.policy.ticket_cookie
+        """Touch if due, reissue the ticket with it, and tell the client the figures."""
+        if self._touch_due:
+            try:
+                self._touch()
+            except StoreUnavailable as error:  # the answer is made; the touch can wait
+                log.warning("session store unavailable, not touched: %s", error)
         if self.active:
-            if self._reissue:
-                value = build_ticket(self.expiry.ticket_secret, self.record.user_id,
+            if self._issue_ticket:
+                value = build_ticket(self.setup.ticket_secret, self.record.user_id,
                                      ticket_binding(self.record.key), self.now)
-                response.set_cookie(cookie, value, **self._cookie_options())
+                response.set_cookie(TICKET_COOKIE, value, path="/", httponly=True,
+                                    secure=self.policy.cookie_secure,
+                                    samesite=self.policy.cookie_samesite)
             response.headers["Session-Expires-In"] = str(self.remaining)
             response.headers["Session-Warn-Before"] = str(self.policy.warn_before)
             if not response.headers.get("Cache-Control"):
                 response.cache_control = "private, no-store"
         elif self._ticket_sent:
-            response.delete_cookie(cookie, path="/")
+            response.delete_cookie(TICKET_COOKIE, path="/")
 
     # -- internals -------------------------------------------------------------
 
+    @property
+    def _touch_due(self) -> bool:
+        return self.active and self._activity and self.verdict.touch_due and not self._touched
+
     def _touch(self) -> None:
+        self._touched = True
         record = self.store.touch(self.record.key, self.now)
         if record is None:  # ended meanwhile (logout in another tab, revoke, sweep)
             self.record = self.store.get(self.record.key)
             self._take_reason_from_tombstone()
             return
         self.record = record
-        self._reissue = True
+        self._issue_ticket = True
+
+    def _end(self, reason: Reason) -> None:
+        key = self.record.key
+        # Another thread or process may have ended it first, for another reason.
+        self.record = self.store.end(key, reason, self.now) or self.store.get(key)
+        self._take_reason_from_tombstone()
 
     def _take_reason_from_tombstone(self) -> None:
-        """Take the reason from the tombstone: whoever ended the session knew why."""
+        """Whoever ended the session knew why: tell that reason."""
         reason = self.record.end_reason if self.record else Reason.SESSION_LOST
         self.verdict = Verdict(State.ENDED, Reason(reason))
 
     def _hide_session_cookie(self) -> None:
         environ = self.request.environ
         kept = [part for part in environ.get("HTTP_COOKIE", "").split(";")
-                if part.strip().partition("=")[0] != self.expiry.session_cookie]
+                if part.strip().partition("=")[0] != self.setup.session_cookie]
         environ["HTTP_COOKIE"] = ";".join(kept)
 
     def _read_session_key(self, value: str | None) -> str | None:
         if not value or len(value) > MAX_COOKIE_LENGTH:
             return None
-        session_id, _ = SignedCookie(self.expiry.cookie_secret).value_decode(value)
+        session_id, _ = SignedCookie(self.setup.cookie_secret).value_decode(value)
         if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
             return None
         return session_key(session_id)
-
-    def _cookie_options(self) -> dict:
-        return {
-            "path": "/",
-            "httponly": True,
-            "secure": self.policy.cookie_secure,
-            "samesite": self.policy.cookie_samesite,
-        }
 
 
 def readable_cookies(request):
@@ -257,34 +264,31 @@ def session_expiry(request) -> SessionExpiry:
 def expiry_tween_factory(handler, registry):
     def expiry_tween(request):
         try:
-            state = request.session_expiry  # judged, and an overdue session ended, on the way in
+            expiry = request.session_expiry  # judged, and an overdue session ended, on the way in
         except StoreUnavailable as error:
             log.error("session store unavailable: %s", error)
             return unavailable(request)
         response = handler(request)
-        try:
-            state.touch_if_due()  # for requests no view handled
-        except StoreUnavailable as error:  # the answer is made; the touch can wait
-            log.warning("session store unavailable, not touched: %s", error)
-        state.apply(response)
+        expiry.apply(response)
         return response
 
     return expiry_tween
 
 
 def session_touch_deriver(view, info):
-    """Touch an active session before the view runs, unless it says ``session_touch=False``."""
-    passive = info.options.get("session_touch") is False
+    """Count a view as activity, unless it says ``session_touch=False``.
 
-    def touching_view(context, request):
-        state = request.session_expiry
-        if passive:
-            state.passive = True
-        else:
-            state.touch_if_due()
+    Exception views (a 404, a failed CSRF check) are never activity.
+    """
+    if info.options.get("session_touch") is False:
+        return view
+
+    def counting_view(context, request):
+        if request.exception is None:
+            request.session_expiry.count_activity()
         return view(context, request)
 
-    return touching_view
+    return counting_view
 
 
 session_touch_deriver.options = ("session_touch",)

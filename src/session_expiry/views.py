@@ -1,14 +1,14 @@
-"""The add-on's pages: the expired page, status, extend, logout, and refusals."""
+"""The add-on's pages: the expired page, status, extend, logout, and the refusals."""
 from __future__ import annotations
 
 import logging
 
-from pyramid.exceptions import BadCSRFToken
+from pyramid.exceptions import BadCSRFToken, URLDecodeError
 from pyramid.httpexceptions import HTTPBadRequest, HTTPSeeOther
 from pyramid.security import NO_PERMISSION_REQUIRED, forget
 from pyramid.view import forbidden_view_config, view_config
 
-from .decision import Reason, State
+from .decision import Reason
 from .redirects import safe_path
 from .responses import RequestKind, forbidden, kind_of, refusal, unavailable, with_query
 from .settings import describe_duration
@@ -39,6 +39,12 @@ def reason_text(reason: str | None, policy) -> str:
     return texts.get(reason, "Your session has ended.")
 
 
+def form_text(request, name: str, limit: int = 2000) -> str:
+    """A form field as text: a file upload or a missing field reads as ``""``."""
+    value = request.POST.get(name, "")
+    return value[:limit] if isinstance(value, str) else ""
+
+
 def _known_reason(value: str | None) -> Reason | None:
     try:
         return Reason(value)
@@ -48,11 +54,11 @@ def _known_reason(value: str | None) -> Reason | None:
 
 @forbidden_view_config()
 def refused(exc, request):
-    state = request.session_expiry
-    if state.active:
+    expiry = request.session_expiry
+    if expiry.active:
         return forbidden(request)
-    log.debug("refused %s %s: %s", request.method, request.path, state.reason or "not signed in")
-    return refusal(request, state.policy, state.reason)
+    log.debug("refused %s %s: %s", request.method, request.path, expiry.reason or "not signed in")
+    return refusal(request, expiry.policy, expiry.reason)
 
 
 @view_config(context=StoreUnavailable, permission=NO_PERMISSION_REQUIRED)
@@ -70,22 +76,25 @@ def bad_csrf_token(exc, request):
     return HTTPBadRequest(json_body={"error": "bad_csrf_token"}, content_type="application/json")
 
 
+@view_config(context=URLDecodeError, permission=NO_PERMISSION_REQUIRED)
+def bad_url(exc, request):
+    return HTTPBadRequest("That address is not valid.")
+
+
 @view_config(route_name="session_expiry.expired", request_method=("GET", "HEAD"),
-             permission=NO_PERMISSION_REQUIRED,
+             permission=NO_PERMISSION_REQUIRED, session_touch=False,
              renderer="session_expiry:templates/expired.jinja2")
 def expired_page(request):
-    state = request.session_expiry
+    expiry = request.session_expiry
     came_from = safe_path(request.params.get("came_from"))
-    if state.active:  # extended in another tab, say: it never lies
+    if expiry.active:  # extended in another tab, say: it never lies
         return HTTPSeeOther(location=came_from)
-    reason = state.reason
-    if reason is None:  # no cookie left to tell; trust only a reason we know
-        reason = _known_reason(request.params.get("reason"))
-    policy = state.policy
+    # The tombstone knows best; with no cookie left to tell, trust only a reason we know.
+    reason = expiry.reason or _known_reason(request.params.get("reason"))
     return {
         "reason": reason,
-        "message": reason_text(reason, policy),
-        "login_url": with_query(policy.login_url, came_from=came_from),
+        "message": reason_text(reason, expiry.policy),
+        "login_url": with_query(expiry.policy.login_url, came_from=came_from),
     }
 
 
@@ -93,13 +102,13 @@ def expired_page(request):
              permission=NO_PERMISSION_REQUIRED, session_touch=False)
 def status(request):
     """The session's state without extending it."""
-    state = request.session_expiry
+    expiry = request.session_expiry
     request.response.cache_control = "no-store"
     return {
-        "state": str(state.state),
-        "reason": str(state.reason) if state.reason else None,
-        "remaining": state.remaining if state.state is State.ACTIVE else 0,
-        "warn_before": state.warn_before,
+        "state": str(expiry.state),
+        "reason": str(expiry.reason) if expiry.reason else None,
+        "remaining": expiry.remaining,
+        "warn_before": expiry.warn_before,
     }
 
 
@@ -107,10 +116,11 @@ def status(request):
              permission=PERMISSION, require_csrf=True)
 def extend(request):
     """"Stay signed in": touch now and reissue the ticket."""
-    remaining = request.session_expiry.extend()
+    expiry = request.session_expiry
+    remaining = expiry.extend()
     request.response.cache_control = "no-store"
-    return {"state": str(request.session_expiry.state), "remaining": remaining,
-            "warn_before": request.session_expiry.warn_before}
+    return {"state": str(expiry.state), "remaining": remaining,
+            "warn_before": expiry.warn_before}
 
 
 @view_config(route_name="session_expiry.logout", request_method="POST",
@@ -118,4 +128,4 @@ def extend(request):
 def logout(request):
     forget(request)
     return HTTPSeeOther(location=with_query(request.session_expiry.policy.login_url,
-                                            signed_out="1"))
+                                            logged_out="1"))

@@ -107,7 +107,7 @@ def test_logout_ends_the_session_and_forgets_the_ticket(app, ended_events):
     key = session_key_of(app)
     response = app.post("/logout", {"csrf_token": csrf_token(app)}, headers=PAGE)
     assert response.status_int == 303
-    assert query(response.location) == {"signed_out": "1"}
+    assert query(response.location) == {"logged_out": "1"}
     assert "auth_tkt" not in app.cookies
     tombstone = store_of(app).get(key)
     assert tombstone.end_reason == "logged_out" and store_of(app).load_data(key) is None

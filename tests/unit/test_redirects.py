@@ -15,12 +15,16 @@ from session_expiry.redirects import MAX_LENGTH, safe_path, same_site_path
     "/login?came_from=%2Fworkspace",
     "/files/report%2Fq3.pdf",
     "/redirect?next=https%3A%2F%2Fexample.com",
-    "/caf\u00e9",
     "/a:b",
     "/" + "a" * (MAX_LENGTH - 1),
 ], ids=lambda p: p[:40])
 def test_safe_path_accepts_local_paths(path):
     assert safe_path(path) == path
+
+
+def test_safe_path_percent_encodes_characters_outside_ascii_for_the_location_header():
+    assert safe_path("/caf\u00e9?q=\u20ac") == "/caf%C3%A9?q=%E2%82%AC"
+    assert safe_path("/caf%C3%A9") == "/caf%C3%A9"
 
 
 @pytest.mark.parametrize("candidate", [

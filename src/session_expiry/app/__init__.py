@@ -4,7 +4,6 @@ from __future__ import annotations
 from pyramid.config import Configurator
 from pyramid.security import Allowed, Denied
 
-from .. import settings as settings_module
 from ..security import SessionSecurityPolicy
 
 
@@ -28,18 +27,16 @@ def current_user(request):
 
 
 def make_app(global_config, **settings):
-    settings, _policy = settings_module.load(settings)
     with Configurator(settings=settings) as config:
+        config.include("session_expiry")  # first: it loads the settings (and the environment)
         config.include(".db")
-        config.include("session_expiry")
         config.set_security_policy(AppSecurityPolicy())
         config.set_default_permission("view")
         config.set_default_csrf_options(require_csrf=True)
         config.add_request_method(current_user, "user", reify=True)
-        config.add_route("login", settings.get("session_expiry.login_url", "/login"))
+        config.add_route("login", config.registry.session_expiry.policy.login_url)
         config.add_route("home", "/")
         config.add_route("workspace", "/workspace")
         config.add_route("notes", "/api/notes")
-        config.add_static_view("static", "session_expiry.app:static", cache_max_age=3600)
         config.scan(".views")
     return config.make_wsgi_app()

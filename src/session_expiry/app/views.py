@@ -1,33 +1,42 @@
 """The demo pages: sign in, a home page, a long form and a small JSON API."""
 from __future__ import annotations
 
+import logging
+
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.security import NO_PERMISSION_REQUIRED, remember
 from pyramid.view import view_config
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..redirects import safe_path
+from ..responses import unavailable
+from ..views import form_text
 from .models import authenticate
 
+log = logging.getLogger(__name__)
 
-@view_config(route_name="login", renderer="session_expiry.app:templates/login.jinja2",
-             permission=NO_PERMISSION_REQUIRED, request_method=("GET", "HEAD"))
+LOGIN_TEMPLATE = "session_expiry.app:templates/login.jinja2"
+
+
+@view_config(route_name="login", renderer=LOGIN_TEMPLATE, permission=NO_PERMISSION_REQUIRED,
+             request_method=("GET", "HEAD"))
 def login_form(request):
-    came_from = safe_path(request.params.get("came_from"))
+    came_from = safe_path(request.GET.get("came_from"))
     if request.session_expiry.active:
         return HTTPSeeOther(location=came_from)
     return {"came_from": came_from, "username": "", "error": None,
-            "signed_out": request.params.get("signed_out") == "1"}
+            "logged_out": request.GET.get("logged_out") == "1"}
 
 
-@view_config(route_name="login", renderer="session_expiry.app:templates/login.jinja2",
-             permission=NO_PERMISSION_REQUIRED, request_method="POST")
+@view_config(route_name="login", renderer=LOGIN_TEMPLATE, permission=NO_PERMISSION_REQUIRED,
+             request_method="POST")
 def login(request):
-    came_from = safe_path(request.POST.get("came_from"))
-    username = request.POST.get("username", "").strip()[:150]
-    user = authenticate(request.dbsession, username, request.POST.get("password", ""))
+    came_from = safe_path(form_text(request, "came_from"))
+    username = form_text(request, "username", 150).strip()
+    user = authenticate(request.dbsession, username, form_text(request, "password", 1024))
     if user is None:
         request.response.status = 400
-        return {"came_from": came_from, "username": username, "signed_out": False,
+        return {"came_from": came_from, "username": username, "logged_out": False,
                 "error": "That username and password do not match."}
     remember(request, str(user.id))
     return HTTPSeeOther(location=came_from)
@@ -47,7 +56,7 @@ def workspace(request):
 
 @view_config(route_name="workspace", request_method="POST")
 def save_workspace(request):
-    request.session["workspace_title"] = request.POST.get("title", "")[:200]
+    request.session["workspace_title"] = form_text(request, "title", 200)
     return HTTPSeeOther(location=request.route_path("workspace"))
 
 
@@ -56,3 +65,10 @@ def notes(request):
     return {"user": request.user.username,
             "notes": [{"id": 1, "text": "Drafts survive a session's end."},
                       {"id": 2, "text": "The server tells the page how long is left."}]}
+
+
+@view_config(context=OperationalError, permission=NO_PERMISSION_REQUIRED)
+@view_config(context=InterfaceError, permission=NO_PERMISSION_REQUIRED)
+def database_unavailable(exc, request):
+    log.error("application database unavailable: %s", exc)
+    return unavailable(request)

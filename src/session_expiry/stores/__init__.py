@@ -54,7 +54,9 @@ class SessionRecord:
         return max(0, self.deadline - now)
 
     def touched(self, now: int, idle_timeout: int) -> SessionRecord:
-        return replace(self, last_seen=now, idle_deadline=now + idle_timeout)
+        """Touched at ``now``; a request that started earlier never moves it back."""
+        return replace(self, last_seen=max(self.last_seen, now),
+                       idle_deadline=max(self.idle_deadline, now + idle_timeout))
 
     def ended(self, now: int, reason: str) -> SessionRecord:
         return replace(self, ended_at=now, end_reason=str(reason))

@@ -231,10 +231,16 @@ class SqlStore:
         return False
 
     def touch(self, key, now):
+        # A request that started earlier never moves the deadline back.
+        last_seen = sa.literal(at(now), UTCDateTime())
+        idle_deadline = sa.literal(at(now + self.policy.idle_timeout), UTCDateTime())
         with self._begin() as conn:
             row = conn.execute(
                 sessions.update().where(sessions.c.key == key, _OPEN)
-                .values(last_seen=at(now), idle_deadline=at(now + self.policy.idle_timeout))
+                .values(last_seen=sa.case((sessions.c.last_seen < last_seen, last_seen),
+                                          else_=sessions.c.last_seen),
+                        idle_deadline=sa.case((sessions.c.idle_deadline < idle_deadline,
+                                               idle_deadline), else_=sessions.c.idle_deadline))
                 .returning(*_RECORD)).first()
         return None if row is None else _record(row)
 
