@@ -9,13 +9,14 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from pyramid.paster import get_appsettings
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 from webtest import TestApp
 
 from session_expiry.app import make_app
 from session_expiry.app.models import User
 from session_expiry.clock import FrozenClock
+from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789-0123456789-0123456789"
@@ -33,10 +34,8 @@ def migrate(url: str, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
-@pytest.fixture(scope="session")
-def database_url(tmp_path_factory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'app.sqlite'}"
-    migrate(url)
+def seed_users(url: str) -> None:
+    """alice, bob and admin, each with the password ``<name>-password``."""
     engine = create_engine(url)
     with Session(engine) as db, db.begin():
         for name, admin in (("alice", False), ("bob", False), ("admin", True)):
@@ -44,6 +43,57 @@ def database_url(tmp_path_factory) -> str:
             user.set_password(name + "-password")
             db.add(user)
     engine.dispose()
+
+
+def clear_sessions(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for table in ("session_events", "sessions"):
+            conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (fixed names)
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server, started for this test run and stopped after it."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> str:
+    """The SQLite application database, migrated, with the test users."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'app.sqlite'}"
+    migrate(url)
+    seed_users(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url(postgres) -> str:
+    """The PostgreSQL application database, migrated, with the test users."""
+    url = postgres.create_database("app")
+    migrate(url)
+    seed_users(url)
+    return url
+
+
+#: The functional suite runs against each store: memory, SQL on SQLite, SQL on PostgreSQL.
+STORE_KINDS = ("memory", "sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session", params=STORE_KINDS)
+def store_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def app_database_url(store_kind, request) -> str:
+    """The application database for this test's store, with no sessions in it."""
+    url = request.getfixturevalue(
+        "postgres_database_url" if store_kind == "postgresql" else "database_url")
+    clear_sessions(url)
     return url
 
 
@@ -53,10 +103,11 @@ def clock() -> FrozenClock:
 
 
 @pytest.fixture
-def base_settings(database_url, clock) -> dict:
+def base_settings(app_database_url, store_kind, clock) -> dict:
     settings = dict(get_appsettings(str(ROOT / "testing.ini")))
     settings.update({
-        "sqlalchemy.url": database_url,
+        "session.type": "expiry:memory" if store_kind == "memory" else "expiry:sql",
+        "sqlalchemy.url": app_database_url,
         "session_expiry.secret": SECRET,
         "session_expiry.clock": clock,
         "session_expiry.idle_timeout": "20m",

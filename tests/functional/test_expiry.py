@@ -1,6 +1,7 @@
 """One clock: timeouts, touches, the answers per kind of client, the figures told to the browser."""
 import re
 import threading
+import time
 
 import pytest
 
@@ -10,6 +11,7 @@ from tests.conftest import (
     HTMX,
     JSON,
     PAGE,
+    clear_sessions,
     csrf_token,
     login,
     query,
@@ -242,27 +244,34 @@ def test_ticket_of_one_session_with_cookie_of_another_is_refused(apps, clock):
     assert record_of(app_b).is_open  # a forged pairing does not end bob's session
 
 
-def test_session_lost_when_the_memory_store_restarted(apps, clock):
-    first = apps()
-    login(first)
-    cookies = dict(first.cookies)
+def store_forgot(apps, first, store_kind, app_database_url):
+    """A browser holding ``first``'s cookies, served by a store that no longer knows them:
+    a restarted memory store, or a SQL row that is gone."""
+    if store_kind != "memory":
+        clear_sessions(app_database_url)
+        return first
     restarted = apps()  # a new process: same secret, empty memory store
-    for name, value in cookies.items():
+    for name, value in first.cookies.items():
         restarted.set_cookie(name, value)
-    response = restarted.get("/workspace", headers=PAGE)
-    assert query(response.location)["reason"] == "session_lost"
-    assert "The server lost your session" in restarted.get(response.location, headers=PAGE).text
+    return restarted
 
 
-def test_ticket_expired_when_an_old_ticket_comes_back_to_an_unknown_session(apps, clock):
+def test_session_lost_when_the_store_forgot_the_session(apps, store_kind, app_database_url):
     first = apps()
     login(first)
-    cookies = dict(first.cookies)
+    browser = store_forgot(apps, first, store_kind, app_database_url)
+    response = browser.get("/workspace", headers=PAGE)
+    assert query(response.location)["reason"] == "session_lost"
+    assert "The server lost your session" in browser.get(response.location, headers=PAGE).text
+
+
+def test_ticket_expired_when_an_old_ticket_comes_back_to_an_unknown_session(
+        apps, clock, store_kind, app_database_url):
+    first = apps()
+    login(first)
     clock.advance(IDLE + 1)
-    restarted = apps()
-    for name, value in cookies.items():
-        restarted.set_cookie(name, value)
-    assert restarted.get("/api/notes", headers=JSON, status=401).json["reason"] == "ticket_expired"
+    browser = store_forgot(apps, first, store_kind, app_database_url)
+    assert browser.get("/api/notes", headers=JSON, status=401).json["reason"] == "ticket_expired"
 
 
 # -- the expired page ---------------------------------------------------------------
@@ -352,12 +361,12 @@ def test_one_session_ended_event_when_tween_and_sweep_race(apps, clock, ended_ev
     assert all(not record.is_open for record in store.records())
 
 
-def test_memory_store_ends_an_idle_session_by_itself_within_a_second(app, clock, ended_events):
-    import time
-
+def test_the_store_ends_an_idle_session_by_itself(apps, clock, ended_events, store_kind):
+    """The memory store within a second; the SQL store when its sweep thread is on."""
+    app = apps() if store_kind == "memory" else apps(session_expiry__sweep_interval="1s")
     login(app)
     clock.advance(IDLE)  # nobody comes back
-    deadline = time.monotonic() + 1.0
+    deadline = time.monotonic() + (1.0 if store_kind == "memory" else 3.0)
     while not ended_events and time.monotonic() < deadline:
         time.sleep(0.02)
     assert [reason_in(line) for line in ended_events] == ["idle_timeout"]

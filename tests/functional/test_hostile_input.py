@@ -2,7 +2,7 @@
 import pytest
 from webtest import Upload
 
-from tests.conftest import FETCH, PAGE, csrf_token, login, query, session_key_of, store_of
+from tests.conftest import FETCH, PAGE, csrf_token, login, session_key_of, store_of
 
 IDLE, TOUCH = 1200, 120
 

@@ -277,6 +277,11 @@ class SqlStore:
         result.seconds = time.monotonic() - started
         return result
 
+    def records(self) -> list[SessionRecord]:
+        """Every record, open or ended (for tests and small reports)."""
+        with self._begin() as conn:
+            return [_record(row) for row in conn.execute(sa.select(*_RECORD))]
+
     def close(self):
         self._stop.set()
         if self._thread is not None:
