@@ -161,7 +161,7 @@ def csrf_token(testapp: TestApp) -> str:
     if token is None:
         testapp.get("/login")
         token = testapp.cookies["csrf_token"]
-    return token
+    return token.strip('"')  # WebTest quotes cookie values set with set_cookie
 
 
 def login(testapp: TestApp, username: str = "alice", came_from: str | None = None):

@@ -89,3 +89,12 @@ def test_logout_with_a_foreign_ticket_does_not_end_the_session_its_cookie_names(
     attacker.post("/logout", {"csrf_token": csrf_token(attacker)}, headers=PAGE)
     assert store_of(victim).get(session_key_of(victim)).is_open
     assert victim.get("/", headers=PAGE).status_int == 200
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[]", b'{"field": 3, "value": "x"}',
+                                  b'{"field": "../x", "value": "x"}', b"\xff\xfe"])
+def test_bad_json_gets_a_400_json_answer(app, body):
+    login(app)
+    response = app.post("/api/draft", body, headers={**FETCH, "Content-Type": "application/json",
+                                                     "X-CSRF-Token": csrf_token(app)}, status=400)
+    assert response.json["error"] == "bad_json"

@@ -38,5 +38,6 @@ def make_app(global_config, **settings):
         config.add_route("home", "/")
         config.add_route("workspace", "/workspace")
         config.add_route("notes", "/api/notes")
+        config.add_route("draft", "/api/draft")
         config.scan(".views")
     return config.make_wsgi_app()

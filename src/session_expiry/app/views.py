@@ -67,6 +67,23 @@ def notes(request):
                       {"id": 2, "text": "The server tells the page how long is left."}]}
 
 
+@view_config(route_name="draft", renderer="json", request_method="POST")
+def save_draft(request):
+    """Keep one field of a draft in the session: ``{"field": "...", "value": "..."}``."""
+    try:
+        body = request.json_body
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("field"), str) \
+            or not isinstance(body.get("value"), str) or not body["field"].isidentifier():
+        request.response.status = 400
+        return {"error": "bad_json",
+                "message": 'send {"field": "<name>", "value": "<text>"} as JSON'}
+    key = "draft_" + body["field"][:64]
+    request.session[key] = body["value"][:10_000]
+    return {"saved": key}
+
+
 @view_config(context=OperationalError, permission=NO_PERMISSION_REQUIRED)
 @view_config(context=InterfaceError, permission=NO_PERMISSION_REQUIRED)
 def database_unavailable(exc, request):
