@@ -1,0 +1,140 @@
+"""``session-sweeper``: what it prints and how it exits."""
+import io
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from session_expiry.scripts.sweeper import ProgressBar, sweep_once
+from session_expiry.settings import Policy
+from session_expiry.stores.sql import SqlStore, engine_for
+from tests.conftest import ROOT, SECRET, migrate
+from tests.postgres import free_port
+
+BIN = Path(sys.executable).parent
+
+
+def ini_for(tmp_path, url, store="expiry:sql") -> Path:
+    text = (ROOT / "testing.ini").read_text()
+    text = text.replace("session.type = expiry:memory", f"session.type = {store}")
+    text = "\n".join(
+        f"sqlalchemy.url = {url}" if line.startswith("sqlalchemy.url") else
+        f"session_expiry.secret = {SECRET}" if line.startswith("session_expiry.secret") else line
+        for line in text.splitlines())
+    path = tmp_path / "sweeper.ini"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'app.sqlite'}"
+    migrate(url)
+    return url
+
+
+def overdue_sessions(url, idle=2, absolute=1):
+    """Sessions whose idle (or absolute) deadline passed an hour ago."""
+    now = int(time.time())
+    policy = Policy(idle_timeout=1200, absolute_timeout=8 * 3600)
+    store = SqlStore(engine_for(url), policy, clock=time.time)
+    for n in range(idle):
+        store.open(f"{n:064x}", "1", now - 3600 - 1200)
+    short = SqlStore(engine_for(url), Policy(idle_timeout=1200, absolute_timeout=1200),
+                     clock=time.time)
+    for n in range(absolute):
+        short.open(f"{n + 100:064x}", "2", now - 3600 - 1200)
+    store.close()
+    short.close()
+
+
+def sweeper(*args, timeout=60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "session-sweeper"), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_once_ends_overdue_sessions_and_prints_a_summary(tmp_path, sqlite_url):
+    overdue_sessions(sqlite_url)
+    done = sweeper(ini_for(tmp_path, sqlite_url), "--once")
+    assert done.returncode == 0, done.stderr
+    assert "session-sweeper: ended=3 (absolute_timeout=1, idle_timeout=2) notified=3" in done.stdout
+    assert done.stderr.count("session ended:") == 3  # the log line of each SessionEnded
+    again = sweeper(ini_for(tmp_path, sqlite_url), "--once")
+    assert "ended=0 notified=0" in again.stdout
+
+
+def test_the_memory_store_is_refused_with_exit_code_2(tmp_path, sqlite_url):
+    done = sweeper(ini_for(tmp_path, sqlite_url, store="expiry:memory"), "--once")
+    assert done.returncode == 2
+    assert "not expiry:sql" in done.stderr
+
+
+def test_a_database_that_is_down_exits_1_with_a_clear_message(tmp_path):
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"
+    done = sweeper(ini_for(tmp_path, url), "--once")
+    assert done.returncode == 1
+    assert "cannot be reached" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("args", [["--once", "--batch", "0"], ["--every", "soon"], []])
+def test_bad_arguments_exit_2(tmp_path, sqlite_url, args):
+    done = sweeper(ini_for(tmp_path, sqlite_url), *args)
+    assert done.returncode == 2 and "usage:" in done.stderr
+
+
+def test_a_contradictory_ini_exits_2_naming_the_key(tmp_path, sqlite_url):
+    ini = ini_for(tmp_path, sqlite_url)
+    ini.write_text(ini.read_text().replace("[app:main]", "[app:main]\nsession.timeout = 60"))
+    done = sweeper(ini, "--once")
+    assert done.returncode == 2 and "session.timeout" in done.stderr
+
+
+def test_every_runs_until_sigterm_then_exits_0(tmp_path, sqlite_url):
+    overdue_sessions(sqlite_url, idle=1, absolute=0)
+    process = subprocess.Popen([str(BIN / "session-sweeper"), str(ini_for(tmp_path, sqlite_url)),
+                                "--every", "1s"], stdout=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=20)
+    assert process.returncode == 0
+    runs = [line for line in out.splitlines() if line.startswith("session-sweeper: ended=")]
+    assert len(runs) >= 2 and runs[0].startswith("session-sweeper: ended=1 ")
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_progress_bar_is_drawn_on_a_terminal_and_cleared(sqlite_url):
+    overdue_sessions(sqlite_url, idle=5, absolute=0)
+    store = SqlStore(engine_for(sqlite_url), Policy(), clock=time.time)
+    terminal = Terminal()
+    try:
+        assert sweep_once(store, batch=2, out=terminal) == 0
+    finally:
+        store.close()
+    shown = terminal.getvalue()
+    bar, cleared, summary = shown.rpartition("\r" + " " * 60 + "\r")
+    assert "sweeping [" in bar and bar.endswith("5/5")
+    assert cleared and summary.startswith("session-sweeper: ended=5 (idle_timeout=5) notified=5")
+
+
+def test_no_progress_bar_when_not_on_a_terminal(sqlite_url):
+    overdue_sessions(sqlite_url, idle=2, absolute=0)
+    store = SqlStore(engine_for(sqlite_url), Policy(), clock=time.time)
+    out = io.StringIO()
+    try:
+        sweep_once(store, batch=1, out=out)
+    finally:
+        store.close()
+    assert "sweeping [" not in out.getvalue() and "ended=2" in out.getvalue()
+
+
+def test_progress_bar_fills_in_proportion():
+    stream = io.StringIO()
+    ProgressBar(stream)(15, 30)
+    assert stream.getvalue() == "\rsweeping [" + "#" * 15 + "." * 15 + "] 15/30"
