@@ -60,5 +60,5 @@ def test_an_extend_on_one_server_moves_the_deadline_both_report(servers):
     status, _, body = browser.json(b + "/session/extend", data=b"",
                                    headers={"X-CSRF-Token": browser.cookie("csrf_token")})
     assert status == 200 and body["remaining"] in (599, 600)
-    status, headers, body = browser.json(a + "/session/status")
+    _, _, body = browser.json(a + "/session/status")
     assert body["state"] == "active" and body["remaining"] in (599, 600)
