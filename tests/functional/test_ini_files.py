@@ -1,24 +1,37 @@
 """The shipped ini files start as they are."""
+import subprocess
+import sys
 import threading
+import time
 import urllib.request
 
 import pytest
 from pyramid.exceptions import ConfigurationError
 from pyramid.paster import get_app, get_appsettings
+from waitress import wasyncore
 from waitress.server import create_server
 
 from tests.conftest import ROOT
+from tests.farm.conftest import Browser
 
 
 def serve(app):
     """Serve ``app`` with waitress on a free loopback port; returns (base_url, stop)."""
     server = create_server(app, host="127.0.0.1", port=0, threads=2)
     port = server.effective_port
-    thread = threading.Thread(target=server.run, daemon=True)
+    stopping = threading.Event()
+
+    def run():  # waitress's own run() cannot be stopped from another thread cleanly
+        while not stopping.is_set():
+            wasyncore.loop(timeout=0.05, map=server._map, count=1)
+        server.close()
+        server.task_dispatcher.shutdown()
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
 
     def stop():
-        server.close()
+        stopping.set()
         thread.join(timeout=5)
 
     return f"http://127.0.0.1:{port}", stop
@@ -70,3 +83,48 @@ def test_an_ini_with_a_contradiction_stops_start_up(tmp_path):
                                 "session.samesite = Lax\nsession.timeout = 600"))
     with pytest.raises(ConfigurationError, match=r"session\.timeout"):
         get_app(str(ini))
+
+
+def story(base: str, store) -> None:
+    """Sign in, see the seconds left, let the session expire, sign in again, sign out."""
+    browser = Browser()
+    browser.login(base, "alice")
+    status, headers, body = browser.json(base + "/api/notes")
+    assert status == 200 and int(headers["Session-Expires-In"]) in (1199, 1200)  # real time
+
+    store.sweep(int(time.time()) + 1200)  # twenty minutes later, nobody came back
+    status, _, body = browser.json(base + "/api/notes")
+    assert (status, body["reason"]) == (401, "idle_timeout")
+    status, headers, _ = browser.request(base + "/workspace", headers={
+        "Sec-Fetch-Mode": "navigate", "Accept": "text/html"})
+    assert status == 303 and "reason=idle_timeout" in headers["Location"]
+    browser.login(base, "alice")
+    assert browser.json(base + "/api/notes")[0] == 200
+    browser.logout(base)
+    status, _, body = browser.json(base + "/api/notes")
+    assert (status, body["reason"]) == (401, "logged_out")
+
+
+@pytest.mark.parametrize("store_line", ["session.type = expiry:memory",
+                                        "session.type = expiry:sql"])
+def test_development_ini_and_a_copy_with_the_other_store_pass_the_same_story(
+        tmp_path, store_line):
+    text = (ROOT / "development.ini").read_text()
+    assert "session.type = expiry:memory" in text
+    (tmp_path / "development.ini").write_text(
+        text.replace("session.type = expiry:memory", store_line))
+    (tmp_path / "migrations").symlink_to(ROOT / "migrations")
+    (tmp_path / "var").mkdir()
+    ini = str(tmp_path / "development.ini")
+    bin_dir = f"{sys.executable.rsplit('/', 1)[0]}"
+    for command in (["alembic", "-c", ini, "upgrade", "head"],
+                    ["session-users", ini, "add", "alice", "--password-stdin"]):
+        subprocess.run([f"{bin_dir}/{command[0]}", *command[1:]], input="alice-password\n",
+                       check=True, capture_output=True, text=True, timeout=120)
+    app = get_app(ini)
+    base, stop = serve(app)
+    try:
+        story(base, app.registry.session_expiry.store)
+    finally:
+        stop()
+        app.registry.session_expiry.store.close()

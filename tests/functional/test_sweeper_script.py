@@ -1,5 +1,6 @@
 """``session-sweeper``: what it prints and how it exits."""
 import io
+import os
 import signal
 import subprocess
 import sys
@@ -139,3 +140,15 @@ def test_progress_bar_fills_in_proportion():
     stream = io.StringIO()
     ProgressBar(stream)(15, 30)
     assert stream.getvalue() == "\rsweeping [" + "#" * 15 + "." * 15 + "] 15/30"
+
+
+def test_production_ini_as_shipped_sweeps_postgresql(postgres):
+    url = postgres.create_database("production_sweep")
+    migrate(url)
+    overdue_sessions(url, idle=3, absolute=2)
+    done = subprocess.run([str(BIN / "session-sweeper"), str(ROOT / "production.ini"), "--once"],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "SQLALCHEMY_URL": url,
+                               "SESSION_EXPIRY_SECRET": "s" * 48})
+    assert done.returncode == 0, done.stderr
+    assert "ended=5 (absolute_timeout=2, idle_timeout=3) notified=5" in done.stdout

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import base64
+import logging
+import shutil
 
 import pytest
 from beaker.session import Session
@@ -9,9 +11,11 @@ from beaker.util import JsonSerializer
 
 from session_expiry.clock import FrozenClock
 from session_expiry.settings import Policy
-from session_expiry.stores import session_key
+from session_expiry.stores import EMPTY, SessionData, StoreUnavailable, session_key
 from session_expiry.stores.beaker import StoreNamespace, from_beaker, to_beaker
 from session_expiry.stores.memory import MemoryStore
+from session_expiry.stores.sql import SqlStore, engine_for
+from tests.conftest import migrate
 
 T0 = 1_800_000_000
 POLICY = Policy(secret="x" * 40)
@@ -46,11 +50,51 @@ class SpyStore:
         return spy
 
 
+LOADED = SessionData({"a": 1, "_creation_time": float(T0)}, 3)
+
+
+class UnavailableStore:
+    """A store whose database went down after the request read the session."""
+
+    def __init__(self, loaded=LOADED):
+        self.loaded = loaded
+        self.saves = []
+
+    def load_data(self, key):
+        return self.loaded
+
+    def save_data(self, key, values, base=EMPTY):
+        self.saves.append((key, values, base))
+        raise StoreUnavailable("connection refused")
+
+
+@pytest.fixture(scope="module")
+def sqlite_template(tmp_path_factory):
+    path = tmp_path_factory.mktemp("adapter") / "template.sqlite"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def kind(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def store():
-    store = MemoryStore(POLICY, FrozenClock(T0))
+def store(kind, request, tmp_path):
+    if kind == "memory":
+        store = MemoryStore(POLICY, FrozenClock(T0))
+    else:
+        path = tmp_path / "sessions.sqlite"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        store = SqlStore(engine_for(f"sqlite:///{path}"), POLICY, FrozenClock(T0))
     yield store
     store.close()
+
+
+def values(store, key=KEY):
+    data = store.load_data(key)
+    return None if data is None else data.values
 
 
 # -- the wire format ----------------------------------------------------------------------
@@ -152,14 +196,14 @@ def test_namespace_writes_through_save_data_under_the_hashed_key(store):
     assert ("save_data", KEY) in spy.calls
     assert all(key == KEY for _, key in spy.calls), spy.calls
     assert all(key != RAW_ID for _, key in spy.calls)
-    assert store.load_data(KEY) == {"cart": [3]}
+    assert values(store) == {"cart": [3]}
     assert store.get(RAW_ID) is None, "the raw id is never a key"
 
 
 def test_namespace_set_value_writes_like_setitem(store):
     store.open(KEY, "42", T0)
     StoreNamespace(namespace=RAW_ID, store=store).set_value("session", beaker_encoded({"a": 1}))
-    assert store.load_data(KEY) == {"a": 1}
+    assert values(store) == {"a": 1}
 
 
 def test_namespace_reads_under_the_hashed_key(store):
@@ -187,11 +231,21 @@ def test_namespace_write_for_an_unknown_session_creates_nothing(store):
 
 
 def test_namespace_remove_purges_the_data(store):
+    """Beaker's ``remove()``: the namespace's whole contents go, read or not."""
     store.open(KEY, "42", T0)
     store.save_data(KEY, {"secret": "data"})
     namespace = StoreNamespace(namespace=RAW_ID, store=store)
     namespace.remove()
-    assert store.load_data(KEY) == {}
+    assert values(store) == {}
+
+
+def test_namespace_remove_after_a_read_purges_the_data(store):
+    store.open(KEY, "42", T0)
+    store.save_data(KEY, {"secret": "data"})
+    namespace = StoreNamespace(namespace=RAW_ID, store=store)
+    namespace["session"]
+    namespace.remove()
+    assert values(store) == {}
 
 
 def test_namespace_delete_purges_the_data(store):
@@ -199,13 +253,88 @@ def test_namespace_delete_purges_the_data(store):
     store.save_data(KEY, {"secret": "data"})
     namespace = StoreNamespace(namespace=RAW_ID, store=store)
     del namespace["session"]
-    assert store.load_data(KEY) == {}
+    assert values(store) == {}
+
+
+# -- the merge base ------------------------------------------------------------------------------
+
+def test_namespace_starts_with_an_empty_merge_base(store):
+    namespace = StoreNamespace(namespace=RAW_ID, store=store)
+    assert namespace.loaded == EMPTY
+
+
+def test_namespace_keeps_what_it_loaded_as_the_merge_base(store):
+    store.open(KEY, "42", T0)
+    store.save_data(KEY, {"cart": [1]})
+    namespace = StoreNamespace(namespace=RAW_ID, store=store)
+    namespace["session"]
+    assert namespace.loaded == store.load_data(KEY)
+    assert namespace.loaded.version > 0
+
+
+def test_namespace_saves_its_changes_from_what_it_loaded(store):
+    store.open(KEY, "42", T0)
+    store.save_data(KEY, {"a": 0, "b": 0})
+    first = StoreNamespace(namespace=RAW_ID, store=store)
+    second = StoreNamespace(namespace=RAW_ID, store=store)
+    first["session"], second["session"]  # two requests read the session
+    first["session"] = beaker_encoded({"a": 1, "b": 0})
+    second["session"] = beaker_encoded({"a": 0, "b": 2})
+    assert values(store) == {"a": 1, "b": 2}, "neither request's change is lost"
+
+
+def test_namespace_hands_the_merge_base_to_the_store():
+    stub = UnavailableStore(SessionData({"a": 1}, 7))
+    namespace = StoreNamespace(namespace=RAW_ID, store=stub)
+    namespace["session"]
+    namespace["session"] = beaker_encoded({"a": 2})
+    assert stub.saves == [(KEY, {"a": 2}, SessionData({"a": 1}, 7))]
+
+
+# -- a store that went down -----------------------------------------------------------------------
+
+def test_namespace_logs_a_save_the_unavailable_store_refused(caplog):
+    stub = UnavailableStore()
+    namespace = StoreNamespace(namespace=RAW_ID, store=stub)
+    with caplog.at_level(logging.ERROR, logger="session_expiry.stores.beaker"):
+        namespace["session"] = beaker_encoded({"a": 2})  # does not raise
+        namespace.set_value("session", beaker_encoded({"a": 3}))
+    assert len(stub.saves) == 2
+    errors = [r.getMessage() for r in caplog.records if r.name == "session_expiry.stores.beaker"]
+    assert len(errors) == 2
+    assert all(KEY[:12] in error and "unavailable" in error for error in errors), errors
+    assert all(RAW_ID not in error for error in errors)
+
+
+def test_beaker_save_to_an_unavailable_store_is_logged_not_raised(caplog):
+    stub = UnavailableStore()
+    session = Session({}, id=RAW_ID, type="expiry:sql", store=stub, data_serializer="json",
+                      save_accessed_time=False, use_cookies=False)
+    assert session["a"] == 1
+    session["b"] = 2
+    with caplog.at_level(logging.ERROR, logger="session_expiry.stores.beaker"):
+        session.save()  # Beaker saves after the answer was made: nothing to raise into
+    assert [saved for _, saved, _ in stub.saves] == [{**LOADED.values, "b": 2}]
+    assert any("unavailable" in r.getMessage() for r in caplog.records)
+
+
+def test_namespace_read_from_an_unavailable_store_raises():
+    class Down:
+        def load_data(self, key):
+            raise StoreUnavailable("connection refused")
+
+    namespace = StoreNamespace(namespace=RAW_ID, store=Down())
+    with pytest.raises(StoreUnavailable):
+        namespace["session"]
+    with pytest.raises(StoreUnavailable):
+        "session" in namespace  # noqa: B015 (the lookup is the point)
 
 
 # -- end to end through a real Beaker session ------------------------------------------------
 
 def beaker_session(store, session_id=RAW_ID) -> Session:
-    return Session({}, id=session_id, type="expiry:memory", store=store,
+    kind = "expiry:sql" if isinstance(store, SqlStore) else "expiry:memory"
+    return Session({}, id=session_id, type=kind, store=store,
                    data_serializer="json", save_accessed_time=False, use_cookies=False)
 
 
@@ -217,7 +346,7 @@ def test_beaker_session_saves_and_loads_through_the_store(store):
     session["user"] = "Zoë"
     session.save()
 
-    stored = store.load_data(KEY)
+    stored = values(store)
     assert stored["cart"] == [1, 2] and stored["user"] == "Zoë"
     assert "_accessed_time" not in stored
     assert store.get(RAW_ID) is None
@@ -257,3 +386,14 @@ def test_beaker_sessions_with_different_ids_do_not_share_data(store):
     second.save()
     assert beaker_session(store)["who"] == "one"
     assert beaker_session(store, other_id)["who"] == "two"
+
+
+def test_two_beaker_sessions_of_one_id_writing_different_keys_keep_both(store):
+    store.open(KEY, "42", T0)
+    first, second = beaker_session(store), beaker_session(store)  # two concurrent requests
+    first["a"] = 1
+    second["b"] = 2
+    first.save()
+    second.save()
+    assert values(store)["a"] == 1 and values(store)["b"] == 2
+    assert beaker_session(store)["a"] == 1

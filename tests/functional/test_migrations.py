@@ -1,0 +1,90 @@
+"""Alembic owns the schema: upgrade and downgrade on SQLite and PostgreSQL, from the inis."""
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from tests.conftest import ROOT
+
+BIN = Path(sys.executable).parent
+TABLES = {"users", "sessions", "session_events"}
+_databases = itertools.count(1)
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("sqlalchemy.url", url)
+    return config
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'migrate.sqlite'}"
+    postgres = request.getfixturevalue("postgres")
+    return postgres.create_database(f"migrate_{next(_databases)}")
+
+
+def tables(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade(empty_database):
+    config = alembic_config(empty_database)
+    command.upgrade(config, "head")
+    assert tables(empty_database) == TABLES
+    command.downgrade(config, "0001")
+    assert tables(empty_database) == {"users"}
+    command.downgrade(config, "base")
+    assert tables(empty_database) == set()
+    command.upgrade(config, "head")
+    assert tables(empty_database) == TABLES
+
+
+def test_the_sweeper_and_outbox_indexes_are_partial_and_touch_columns_are_not_indexed(
+        empty_database):
+    command.upgrade(alembic_config(empty_database), "head")
+    engine = sa.create_engine(empty_database)
+    inspector = sa.inspect(engine)
+    indexed = {column for index in inspector.get_indexes("sessions")
+               for column in index["column_names"]}
+    assert "sweep_at" in indexed and "user_id" in indexed
+    assert not indexed & {"last_seen", "idle_deadline", "data", "version"}  # touches stay HOT
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            options = conn.execute(sa.text(
+                "SELECT reloptions FROM pg_class WHERE relname = 'sessions'")).scalar()
+            definition = conn.execute(sa.text(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_sessions_sweep_at'")
+            ).scalar()
+        assert "fillfactor=70" in options
+        assert "WHERE (ended_at IS NULL)" in definition
+    engine.dispose()
+
+
+@pytest.mark.parametrize("ini", ["development.ini", "production.ini"])
+def test_alembic_runs_from_the_shipped_inis_with_the_url_from_the_environment(
+        ini, tmp_path, postgres):
+    url = postgres.create_database(f"cli_{ini.split('.')[0]}")
+    copy = tmp_path / ini
+    text = (ROOT / ini).read_text()
+    # Leave the URL out of the ini, as production.ini does: the environment fills it.
+    copy.write_text("\n".join(line for line in text.splitlines()
+                              if not line.startswith("sqlalchemy.url")))
+    (tmp_path / "migrations").symlink_to(ROOT / "migrations")
+    done = subprocess.run([str(BIN / "alembic"), "-c", str(copy), "upgrade", "head"],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "SQLALCHEMY_URL": url})
+    assert done.returncode == 0, done.stderr
+    assert tables(url) == TABLES
