@@ -3,7 +3,10 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 PIP    := $(PYTHON) -m pip --disable-pip-version-check -q
 
-.PHONY: run test install install-test clean
+# What the tests need from Debian: a PostgreSQL server the suite starts itself.
+DEBIAN_PACKAGES := postgresql
+
+.PHONY: run test install install-test system-packages clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -20,7 +23,18 @@ run: install
 	$(VENV)/bin/session-users development.ini seed-demo
 	$(VENV)/bin/pserve development.ini
 
-test: install-test
+system-packages:
+	@missing=""; for package in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "ok installed" \
+	    || missing="$$missing $$package"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+test: install-test system-packages
 	$(VENV)/bin/ruff check src tests migrations
 	$(VENV)/bin/pytest
 
