@@ -1,4 +1,9 @@
-"""Alembic environment: the database URL comes from the app's own settings loader."""
+"""Alembic environment: the database URLs come from the app's own settings loader.
+
+``alembic -c <ini> upgrade head`` migrates the application database
+(``sqlalchemy.url``) and, when ``session.url`` names another one, that too:
+each keeps its own ``alembic_version``.
+"""
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
@@ -7,21 +12,29 @@ from session_expiry.settings import from_ini
 from session_expiry.stores.sql import metadata as session_metadata
 
 config = context.config
-# Tests hand the URL over directly; otherwise the ini given with -c is the app's ini.
-url = config.get_main_option("sqlalchemy.url") or from_ini(config.config_file_name).get(
-    "sqlalchemy.url")
-if not url:
-    raise SystemExit("sqlalchemy.url is not set: write it in the ini or set SQLALCHEMY_URL")
 target_metadata = [Base.metadata, session_metadata]
 
 
-def run_migrations_offline():
+def database_urls() -> list[str]:
+    # Tests hand one URL over directly; otherwise the ini given with -c is the app's ini.
+    given = config.get_main_option("sqlalchemy.url")
+    if given:
+        return [given]
+    settings = from_ini(config.config_file_name)
+    urls = [settings.get("sqlalchemy.url"), settings.get("session.url")]
+    urls = list(dict.fromkeys(url.strip() for url in urls if url and url.strip()))
+    if not urls:
+        raise SystemExit("sqlalchemy.url is not set: write it in the ini or set SQLALCHEMY_URL")
+    return urls
+
+
+def run_migrations_offline(url):
     context.configure(url=url, target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 
 
-def run_migrations_online():
+def run_migrations_online(url):
     engine = engine_from_config({"sqlalchemy.url": url}, prefix="sqlalchemy.",
                                 poolclass=pool.NullPool)
     with engine.connect() as connection:
@@ -30,7 +43,8 @@ def run_migrations_online():
             context.run_migrations()
 
 
-if context.is_offline_mode():
-    run_migrations_offline()
-else:
-    run_migrations_online()
+for database_url in database_urls():
+    if context.is_offline_mode():
+        run_migrations_offline(database_url)
+    else:
+        run_migrations_online(database_url)

@@ -9,8 +9,10 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from pyramid.paster import get_app
+from webtest import TestApp
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, login, seed_users
 
 BIN = Path(sys.executable).parent
 TABLES = {"users", "sessions", "session_events"}
@@ -88,3 +90,36 @@ def test_alembic_runs_from_the_shipped_inis_with_the_url_from_the_environment(
                           env={**os.environ, "SQLALCHEMY_URL": url})
     assert done.returncode == 0, done.stderr
     assert tables(url) == TABLES
+
+
+def test_alembic_migrates_a_separate_session_database_too(tmp_path, postgres, monkeypatch):
+    app_url = postgres.create_database(f"split_app_{next(_databases)}")
+    session_url = postgres.create_database(f"split_sessions_{next(_databases)}")
+    ini = tmp_path / "split.ini"
+    ini.write_text((ROOT / "production.ini").read_text())
+    (tmp_path / "migrations").symlink_to(ROOT / "migrations")
+    done = subprocess.run([str(BIN / "alembic"), "-c", str(ini), "upgrade", "head"],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "SQLALCHEMY_URL": app_url,
+                               "SESSION_URL": session_url})
+    assert done.returncode == 0, done.stderr
+    assert tables(app_url) == TABLES and tables(session_url) == TABLES
+    monkeypatch.setenv("SQLALCHEMY_URL", app_url)
+    monkeypatch.setenv("SESSION_URL", session_url)
+    monkeypatch.setenv("SESSION_EXPIRY_SECRET", "s" * 48)
+    text = ini.read_text().replace("session.secure = true", "session.secure = false")
+    ini.write_text(text)  # WebTest speaks plain HTTP
+    # The app keeps its users in one database and its sessions in the other.
+    seed_users(app_url)
+    app = TestApp(get_app(str(ini)))
+    try:
+        login(app)
+        assert app.get("/api/notes", headers={"Accept": "application/json"}).status_int == 200
+    finally:
+        app.app.registry.session_expiry.store.close()
+    count = "SELECT count(*) FROM sessions"
+    for url, expected in ((session_url, 1), (app_url, 0)):
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text(count)).scalar() == expected
+        engine.dispose()
