@@ -116,13 +116,14 @@ class SessionStore(Protocol):
     def load_data(self, key: str) -> SessionData | None:
         """The data of an open session; None for tombstones and unknown keys."""
 
-    def save_data(self, key: str, values: dict, base: SessionData = EMPTY) -> bool:
+    def save_data(self, key: str, values: dict, base: SessionData | None = EMPTY) -> bool:
         """Write the changes from ``base`` to ``values`` into an open session.
 
         Conditional on the session being open (never resurrects an ended one)
         and on the version ``base`` was read at: when another request wrote
         meanwhile, the changes are merged by key (:func:`merge`). Writes
-        nothing when nothing changed. False if the session is not open.
+        nothing when nothing changed. ``base=None`` replaces the data whatever
+        it is. False if the session is not open.
         """
 
     def touch(self, key: str, now: int) -> SessionRecord | None:

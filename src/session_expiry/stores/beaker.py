@@ -81,10 +81,10 @@ class StoreNamespace(NamespaceManager):
 
     def __delitem__(self, name):
         if name == _BEAKER_KEY:
-            self.store.save_data(self.key, {}, base=self.loaded)
+            self.do_remove()
 
     def do_remove(self):
-        self.store.save_data(self.key, {}, base=self.loaded)
+        self.store.save_data(self.key, {}, base=None)
 
     def keys(self):
         return [_BEAKER_KEY] if _BEAKER_KEY in self else []

@@ -53,6 +53,8 @@ class MemoryStore:
             ip=ip, user_agent=user_agent,
         )
         with self._lock:
+            if key in self._entries:
+                raise ValueError(f"session {key[:12]} exists already")
             self._entries[key] = _Entry(record, "{}")
             heapq.heappush(self._deadlines, (record.deadline, key))
         return record
@@ -73,9 +75,11 @@ class MemoryStore:
             entry = self._entries.get(key)
             if entry is None or not entry.record.is_open:
                 return False
-            if values == base.values:
+            if base is None:  # replace, whatever is there
+                base = SessionData(json.loads(entry.data), entry.version)
+            elif values == base.values:
                 return True
-            if entry.version != base.version:
+            elif entry.version != base.version:
                 values = merge(base.values, values, json.loads(entry.data), key)
             entry.data = json.dumps(values, separators=(",", ":"))
             entry.version += 1

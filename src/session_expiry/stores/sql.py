@@ -19,6 +19,7 @@ is refreshed only when the sweeper finds the session still alive.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -155,20 +156,30 @@ class SweepResult:
 
 
 def engine_for(url: str) -> sa.Engine:
-    """An engine for the store: SQLite write transactions begin IMMEDIATE (one writer)."""
+    """An engine for the store.
+
+    SQLite: write-ahead logging (readers never wait for the writer), and write
+    transactions begin IMMEDIATE, so two writers queue instead of failing to
+    upgrade a read lock; reads begin DEFERRED.
+    """
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 30})
 
         @sa.event.listens_for(engine, "connect")
-        def _no_pysqlite_transactions(dbapi_connection, _record):
-            dbapi_connection.isolation_level = None
+        def _configure(dbapi_connection, _record):
+            dbapi_connection.isolation_level = None  # we say BEGIN ourselves
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
         @sa.event.listens_for(engine, "begin")
-        def _begin_immediate(connection):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(connection):
+            readonly = connection.get_execution_options().get(READONLY, False)
+            connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+READONLY = "session_expiry_readonly"
 
 
 class SqlStore:
@@ -182,6 +193,8 @@ class SqlStore:
         self.on_end = on_end
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._notifying = threading.Lock()
+        self._row_locks = engine.dialect.name != "sqlite"
 
     # -- the protocol ---------------------------------------------------------
 
@@ -192,6 +205,8 @@ class SqlStore:
             absolute_deadline=now + self.policy.absolute_timeout,
             ip=ip, user_agent=user_agent)
         with self._begin() as conn:
+            if conn.execute(sa.select(sessions.c.key).where(sessions.c.key == key)).first():
+                raise ValueError(f"session {key[:12]} exists already")
             conn.execute(sessions.insert().values(
                 key=key, user_id=record.user_id, data={}, version=0,
                 created=at(now), last_seen=at(now), idle_deadline=at(record.idle_deadline),
@@ -200,19 +215,25 @@ class SqlStore:
         return record
 
     def get(self, key):
-        with self._begin() as conn:
+        with self._begin(readonly=True) as conn:
             row = conn.execute(sa.select(*_RECORD).where(sessions.c.key == key)).first()
         return None if row is None else _record(row)
 
     def load_data(self, key):
-        with self._begin() as conn:
+        with self._begin(readonly=True) as conn:
             row = conn.execute(sa.select(sessions.c.data, sessions.c.version)
                                .where(sessions.c.key == key, _OPEN)).first()
         return None if row is None else SessionData(row.data or {}, row.version)
 
     def save_data(self, key, values, base=EMPTY):
+        if base is None:  # replace, whatever is there
+            with self._begin() as conn:
+                return bool(conn.execute(sessions.update().where(sessions.c.key == key, _OPEN)
+                                         .values(data=values, version=sessions.c.version + 1))
+                            .rowcount)
         if values == base.values:
-            return True
+            return self.load_data(key) is not None  # nothing to write; is it still open?
+        json.dumps(values)  # refuse what JSON cannot hold before the database sees it
         for _ in range(MAX_WRITE_ATTEMPTS):
             with self._begin() as conn:
                 written = conn.execute(
@@ -300,37 +321,55 @@ class SqlStore:
     def notify_pending(self, batch: int = 500, only: str | None = None) -> int:
         """Send the notifications of ended sessions not sent yet (the outbox).
 
+        At least once: a row is marked sent only after its subscribers ran.
         ``only``: just the one session's, right after ending it.
         """
         pending = session_events.c.notified_at.is_(None)
         if only is not None:
             pending = sa.and_(pending, session_events.c.session_key == only)
+        claim = (sa.select(session_events).where(pending).order_by(session_events.c.id)
+                 .limit(batch).with_for_update(skip_locked=True))
         sent = 0
-        while True:
-            with self._begin() as conn:
-                rows = conn.execute(
-                    sa.select(session_events).where(pending)
-                    .order_by(session_events.c.id).limit(batch)
-                    .with_for_update(skip_locked=True)).all()
-                for row in rows:
-                    self._report(SessionEnded(row.session_key, row.user_id, row.reason,
-                                              seconds(row.at), row.duration))
-                if rows:
-                    conn.execute(session_events.update()
-                                 .where(session_events.c.id.in_([row.id for row in rows]))
-                                 .values(notified_at=at(int(self.clock()))))
-            sent += len(rows)
-            if len(rows) < batch:
-                return sent
+        with self._notifying:  # one notifier per process: no double sends from threads
+            while True:
+                if self._row_locks:
+                    # PostgreSQL: other sweepers skip the rows locked while we send them.
+                    with self._begin() as conn:
+                        rows = conn.execute(claim).all()
+                        self._send(rows)
+                        self._mark_sent(conn, rows)
+                else:
+                    # SQLite locks the whole file: send outside the transaction, so a
+                    # subscriber may use the database.
+                    with self._begin(readonly=True) as conn:
+                        rows = conn.execute(claim).all()
+                    self._send(rows)
+                    with self._begin() as conn:
+                        self._mark_sent(conn, rows)
+                sent += len(rows)
+                if len(rows) < batch:
+                    return sent
+
+    def _send(self, rows) -> None:
+        for row in rows:
+            self._report(SessionEnded(row.session_key, row.user_id, row.reason,
+                                      seconds(row.at), row.duration))
+
+    def _mark_sent(self, conn, rows) -> None:
+        if rows:
+            conn.execute(session_events.update()
+                         .where(session_events.c.id.in_([row.id for row in rows]),
+                                session_events.c.notified_at.is_(None))
+                         .values(notified_at=at(int(self.clock()))))
 
     def prune(self, now: int, batch: int = 500) -> int:
         """Delete tombstones and notified events older than ``retention``, in batches."""
         horizon = at(now - self.policy.retention)
         pruned = 0
         for table, old in (
-            (sessions, sa.and_(sessions.c.ended_at.is_not(None), sessions.c.ended_at < horizon)),
+            (sessions, sa.and_(sessions.c.ended_at.is_not(None), sessions.c.ended_at <= horizon)),
             (session_events, sa.and_(session_events.c.notified_at.is_not(None),
-                                     session_events.c.at < horizon)),
+                                     session_events.c.at <= horizon)),
         ):
             key = next(iter(table.primary_key))
             while True:
@@ -390,11 +429,13 @@ class SqlStore:
         return rows
 
     @contextmanager
-    def _begin(self):
+    def _begin(self, readonly: bool = False):
         try:
-            with self.engine.begin() as conn:
-                yield conn
-        except (OperationalError, InterfaceError) as error:
+            with self.engine.connect() as conn:
+                conn.execution_options(**{READONLY: readonly})
+                with conn.begin():
+                    yield conn
+        except (OperationalError, InterfaceError, sa.exc.TimeoutError) as error:
             raise StoreUnavailable(str(getattr(error, "orig", error))) from error
 
     def _report(self, event):
