@@ -3,8 +3,9 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 PIP    := $(PYTHON) -m pip --disable-pip-version-check -q
 
-# What the tests need from Debian: a PostgreSQL server the suite starts itself.
-DEBIAN_PACKAGES := postgresql
+# What the tests need from Debian: a PostgreSQL server the suite starts itself,
+# and the Chromium that Playwright drives (never a browser download).
+DEBIAN_PACKAGES := postgresql chromium
 
 .PHONY: run test install install-test system-packages clean
 
@@ -34,9 +35,14 @@ system-packages:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
-test: install-test system-packages
+# axe-core, injected into pages by the accessibility tests (package-lock.json pins it).
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: install-test system-packages node_modules/.installed
 	$(VENV)/bin/ruff check src tests migrations
 	$(VENV)/bin/pytest
 
 clean:
-	rm -rf $(VENV) var .pytest_cache src/*.egg-info
+	rm -rf $(VENV) var .pytest_cache src/*.egg-info node_modules artifacts

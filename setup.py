@@ -18,6 +18,7 @@ tests_require = [
     "pytest>=8",
     "WebTest>=3.0",
     "ruff>=0.6",
+    "playwright>=1.45",
 ]
 
 setup(

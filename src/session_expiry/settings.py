@@ -46,7 +46,8 @@ BEAKER_REQUIRED = {
 #: Every ``session_expiry.*`` key; anything else is a typo and stops start-up.
 KNOWN = frozenset({
     "idle_timeout", "absolute_timeout", "warn_before", "touch_interval", "retention",
-    "sweep_interval", "secret", "login_url", "expired_url", "clock",
+    "sweep_interval", "poll_interval", "activity_extends", "secret", "login_url",
+    "expired_url", "clock",
 })
 
 #: Beaker options that contradict the design: (name, problem, what to write).
@@ -116,6 +117,10 @@ class Policy:
     store_url: str | None = None
     cookie_secure: bool = False
     cookie_samesite: str = "Lax"
+    #: How often one tab per browser asks /session/status.
+    poll_interval: int = 60
+    #: Typing, clicking and scrolling in a page extend the session.
+    activity_extends: bool = True
 
 
 _DEFAULT = Policy()
@@ -158,13 +163,21 @@ def _duration(settings: dict, name: str, default: int | None) -> int | None:
 
 
 def _boolean(beaker: dict, name: str, default: bool) -> bool:
-    value = beaker.get(name)
+    return _truth(beaker.get(name), f"session.{name}", default)
+
+
+def _flag(settings: dict, name: str, default: bool) -> bool:
+    return _truth(settings.get(PREFIX + name), PREFIX + name, default)
+
+
+def _truth(value, key: str, default: bool) -> bool:
     if not _given(value):
         return default
+    if isinstance(value, bool):
+        return value
     text = str(value).strip().lower()
     if text not in TRUE | FALSE:
-        raise _fail(f"session.{name}", f"{value!r} is not true or false",
-                    f"write session.{name} = true or false")
+        raise _fail(key, f"{value!r} is not true or false", f"write {key} = true or false")
     return text in TRUE
 
 
@@ -225,6 +238,8 @@ def load(settings: dict, environ=os.environ) -> tuple[dict, Policy]:
     warn = _duration(settings, "warn_before", _DEFAULT.warn_before)
     touch = _duration(settings, "touch_interval", max(1, idle // 10))
     retention = _duration(settings, "retention", _DEFAULT.retention)
+    poll = _duration(settings, "poll_interval", _DEFAULT.poll_interval)
+    activity_extends = _flag(settings, "activity_extends", _DEFAULT.activity_extends)
 
     if warn >= idle:
         raise _fail(PREFIX + "warn_before", f"{warn}s is not shorter than idle_timeout ({idle}s)",
@@ -272,6 +287,7 @@ def load(settings: dict, environ=os.environ) -> tuple[dict, Policy]:
         retention=retention, secret=secret, login_url=login_url, expired_url=expired_url,
         store_type=store_type, sweep_interval=_sweep_interval(settings, store_type),
         store_url=store_url, cookie_secure=beaker["secure"], cookie_samesite=beaker["samesite"],
+        poll_interval=poll, activity_extends=activity_extends,
     )
     settings.update({"session." + k: v for k, v in beaker.items()})
     return settings, policy

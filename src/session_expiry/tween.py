@@ -23,7 +23,7 @@ from webob.cookies import parse_cookie
 from .decision import Reason, State, Verdict, decide, ending_reason, ticket_binding
 from .redirects import safe_path
 from .responses import unavailable, with_query
-from .settings import Policy
+from .settings import Policy, describe_duration
 from .stores import SessionRecord, SessionStore, StoreUnavailable, session_key
 from .ticket import TICKET_COOKIE, build_ticket, read_ticket
 
@@ -106,6 +106,11 @@ class SessionExpiry:
         return record.remaining(self.now)
 
     @property
+    def remaining_words(self) -> str:
+        """The time left in whole minutes, rounded up: "20 minutes"."""
+        return describe_duration(-(-self.remaining // 60) * 60)
+
+    @property
     def warn_before(self) -> int:
         return self.policy.warn_before
 
@@ -117,15 +122,21 @@ class SessionExpiry:
 
     def page_config(self, csrf_token: str) -> dict:
         """The figures and URLs the browser script starts from."""
+        route_path = self.request.route_path
         return {
             "expiresIn": self.remaining,
             "warnBefore": self.policy.warn_before,
             "touchInterval": self.policy.touch_interval,
-            "statusUrl": self.request.route_path("session_expiry.status"),
-            "extendUrl": self.request.route_path("session_expiry.extend"),
-            "expiredUrl": self.expired_url_at_deadline,
+            "pollInterval": self.policy.poll_interval,
+            "activityExtends": self.policy.activity_extends,
+            "statusUrl": route_path("session_expiry.status"),
+            "extendUrl": route_path("session_expiry.extend"),
+            "logoutUrl": route_path("session_expiry.logout"),
+            "expiredUrl": self.policy.expired_url,
             "loginUrl": self.policy.login_url,
             "csrfToken": csrf_token,
+            # Drafts saved in this browser are restored only for the same user.
+            "user": self.record.user_id,
         }
 
     # -- what views do ---------------------------------------------------------

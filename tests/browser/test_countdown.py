@@ -1,0 +1,112 @@
+"""The countdown, the warning, staying signed in, and the push at the deadline."""
+import re
+import time
+
+from tests.browser.conftest import IDLE, WARN, sign_in
+
+DIALOG = "dialog.session-expiry-dialog"
+
+
+def test_push_to_the_expired_page_at_the_deadline(live, context):
+    app = live()
+    page = context.new_page()
+    sign_in(page, app)
+    loaded = time.monotonic()
+    expires_in = int(page.evaluate(
+        "JSON.parse(document.getElementById('session-expiry-config').textContent).expiresIn"))
+    page.wait_for_url(re.compile(r"/session-expired\?reason=idle_timeout"), timeout=(IDLE + 5) * 1000)
+    pushed = time.monotonic() - loaded
+    assert expires_in - 0.5 <= pushed <= expires_in + 1.0, pushed
+    assert "came_from=%2Fworkspace" in page.url
+    assert page.locator(".reason").inner_text() == "You were signed out after 8 seconds without activity."
+
+
+def test_the_warning_appears_at_warn_before_and_is_announced(live, context):
+    app = live()
+    page = context.new_page()
+    sign_in(page, app)
+    loaded = time.monotonic()
+    dialog = page.locator(DIALOG)
+    dialog.wait_for(state="visible", timeout=(IDLE + 2) * 1000)
+    shown = time.monotonic() - loaded
+    assert IDLE - WARN - 0.5 <= shown <= IDLE - WARN + 1.0, shown
+    assert dialog.get_attribute("role") == "alertdialog"
+    assert dialog.get_attribute("aria-modal") == "true"
+    title = page.locator("#" + dialog.get_attribute("aria-labelledby")).inner_text()
+    assert title == "Your session is about to end"
+    live_region = dialog.locator("[aria-live]")
+    assert live_region.get_attribute("aria-live") == "polite"
+    assert live_region.inner_text() == "You will be signed out in less than 10 seconds."
+    focused = page.evaluate("document.activeElement.textContent")
+    assert focused == "Stay signed in"
+
+
+def test_stay_signed_in_with_the_keyboard_moves_both_deadlines(live, context):
+    app = live()
+    page = context.new_page()
+    sign_in(page, app)
+    page.focus("#section-2")  # where the person was; focus() alone is no activity
+    before = app.record(context)
+    page.locator(DIALOG).wait_for(state="visible", timeout=(IDLE + 2) * 1000)
+    page.keyboard.press("Tab")  # focus stays inside the dialog
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Stay signed in"
+    page.keyboard.press("Enter")
+    page.locator(DIALOG).wait_for(state="hidden", timeout=2000)
+    assert page.evaluate("document.activeElement.id") == "section-2"  # focus returned
+    deadline = time.monotonic() + 3
+    while app.record(context).idle_deadline == before.idle_deadline and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after = app.record(context)
+    assert after.idle_deadline > before.idle_deadline
+    assert app.ticket(context).issued + IDLE == after.idle_deadline
+
+
+def test_escape_means_stay(live, context):
+    app = live()
+    page = context.new_page()
+    sign_in(page, app)
+    before = app.record(context).idle_deadline
+    page.locator(DIALOG).wait_for(state="visible", timeout=(IDLE + 2) * 1000)
+    page.keyboard.press("Escape")
+    page.locator(DIALOG).wait_for(state="hidden", timeout=2000)
+    page.wait_for_timeout(500)
+    assert app.record(context).idle_deadline > before
+    assert "/workspace" in page.url
+
+
+def test_typing_keeps_the_session_alive(live, context):
+    app = live()
+    page = context.new_page()
+    sign_in(page, app)
+    started = time.monotonic()
+    while time.monotonic() - started < IDLE * 1.5:
+        page.locator("#section-1").press_sequentially("typing ", delay=50)
+        page.wait_for_timeout(700)
+    assert "/workspace" in page.url
+    assert page.locator(DIALOG).is_hidden()
+    assert app.record(context).is_open
+
+
+def test_without_activity_extends_typing_does_not_extend(live, context):
+    app = live(activity_extends="false")
+    page = context.new_page()
+    sign_in(page, app)
+    started = time.monotonic()
+    while "/workspace" in page.url and time.monotonic() - started < IDLE + 3:
+        page.locator("#section-1").press_sequentially("x", delay=20)
+        page.wait_for_timeout(300)
+    assert "reason=idle_timeout" in page.url
+
+
+def test_without_javascript_the_meta_refresh_lands_on_the_expired_page(live, chromium):
+    app = live()
+    context = chromium.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        sign_in(page, app)
+        page.wait_for_url(re.compile(r"/session-expired"), timeout=(IDLE + 4) * 1000)
+        assert "came_from=%2Fworkspace" in page.url
+        assert "You were signed out after 8 seconds without activity." in page.content()
+    finally:
+        context.close()
