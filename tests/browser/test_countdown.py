@@ -14,11 +14,13 @@ def test_push_to_the_expired_page_at_the_deadline(live, context):
     loaded = time.monotonic()
     expires_in = int(page.evaluate(
         "JSON.parse(document.getElementById('session-expiry-config').textContent).expiresIn"))
-    page.wait_for_url(re.compile(r"/session-expired\?reason=idle_timeout"), timeout=(IDLE + 5) * 1000)
+    page.wait_for_url(re.compile(r"/session-expired\?reason=idle_timeout"),
+                      timeout=(IDLE + 5) * 1000)
     pushed = time.monotonic() - loaded
     assert expires_in - 0.5 <= pushed <= expires_in + 1.0, pushed
     assert "came_from=%2Fworkspace" in page.url
-    assert page.locator(".reason").inner_text() == "You were signed out after 8 seconds without activity."
+    assert page.locator(".reason").inner_text() == (
+        "You were signed out after 8 seconds without activity.")
 
 
 def test_the_warning_appears_at_warn_before_and_is_announced(live, context):
