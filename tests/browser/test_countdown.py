@@ -15,10 +15,11 @@ def test_push_to_the_expired_page_at_the_deadline(live, context):
     expires_in = int(page.evaluate(
         "JSON.parse(document.getElementById('session-expiry-config').textContent).expiresIn"))
     page.wait_for_url(re.compile(r"/session-expired\?reason=idle_timeout"),
-                      timeout=(IDLE + 5) * 1000)
+                      timeout=(IDLE + 5) * 1000, wait_until="commit")
     pushed = time.monotonic() - loaded
     assert expires_in - 0.5 <= pushed <= expires_in + 1.0, pushed
     assert "came_from=%2Fworkspace" in page.url
+    page.wait_for_load_state()
     assert page.locator(".reason").inner_text() == (
         "You were signed out after 8 seconds without activity.")
 

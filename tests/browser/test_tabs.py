@@ -36,9 +36,10 @@ def test_logout_in_one_tab_moves_the_other_within_a_second(live, context):
     leaving, other = open_tabs(context, app, 2)
     clicked = time.monotonic()
     leaving.get_by_role("button", name="Sign out", exact=True).click()
-    other.wait_for_url(EXPIRED, timeout=3000)
+    other.wait_for_url(EXPIRED, timeout=3000, wait_until="commit")  # the move, not the paint
     assert time.monotonic() - clicked <= 1.0
     assert "reason=logged_out" in other.url
+    other.wait_for_load_state()
     assert "You signed out in another tab" in other.content()
     leaving.wait_for_url(re.compile(r"/login\?logged_out=1"))
 
@@ -69,8 +70,9 @@ def test_a_revoke_on_the_server_pushes_every_tab_within_one_poll_interval(live, 
     revoked = time.monotonic()
     app.store.end(app.record(context).key, "revoked", int(time.time()))
     for tab in tabs:
-        tab.wait_for_url(re.compile(r"reason=revoked"), timeout=4000)
+        tab.wait_for_url(re.compile(r"reason=revoked"), timeout=4000, wait_until="commit")
     assert time.monotonic() - revoked <= 2 + 1
+    tabs[-1].wait_for_load_state()
     assert "An administrator ended your session." in tabs[-1].content()
 
 
