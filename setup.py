@@ -19,6 +19,7 @@ tests_require = [
     "WebTest>=3.0",
     "ruff>=0.6",
     "playwright>=1.45",
+    "pytest-timeout>=2.3",
 ]
 
 setup(

@@ -113,3 +113,15 @@ def test_without_javascript_the_meta_refresh_lands_on_the_expired_page(live, chr
         assert "You were signed out after 8 seconds without activity." in page.content()
     finally:
         context.close()
+
+
+def test_sign_out_now_signs_out(live, context):
+    app = live()
+    page = context.new_page()
+    sign_in(page, app)
+    page.locator(DIALOG).wait_for(state="visible", timeout=(IDLE + 2) * 1000)
+    key = app.record(context).key
+    page.get_by_role("button", name="Sign out now").click()
+    page.wait_for_url(re.compile(r"/login\?logged_out=1"), timeout=3000)
+    assert app.store.get(key).end_reason == "logged_out"
+    assert "You have signed out." in page.content()

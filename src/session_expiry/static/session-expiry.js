@@ -320,7 +320,7 @@ export class SessionExpiry {
 
   /** fetch for app code: same-origin cookies, the CSRF token on writes, a 401 handled. */
   async fetch(input, init = {}) {
-    const method = (init.method || "GET").toUpperCase();
+    const method = (init.method || (input instanceof Request ? input.method : "GET")).toUpperCase();
     const headers = new Headers(init.headers || {});
     if (!headers.has("Accept")) headers.set("Accept", "application/json");
     if (!["GET", "HEAD", "OPTIONS"].includes(method)) headers.set("X-CSRF-Token", this.config.csrfToken);
@@ -332,12 +332,24 @@ export class SessionExpiry {
     return response;
   }
 
+  /** Sign out through fetch, so the other tabs hear of it only once the server ended
+   *  the session (the expired page never lies: it sends a live session back). */
   interceptLogout() {
-    document.addEventListener("submit", (event) => {
+    document.addEventListener("submit", async (event) => {
       const form = event.target;
-      if (form instanceof HTMLFormElement && new URL(form.action, location.href).pathname === this.config.logoutUrl) {
-        this.leaving = true;  // this tab goes to the login page; the others to the expired page
+      if (!(form instanceof HTMLFormElement)
+        || new URL(form.action, location.href).pathname !== this.config.logoutUrl) return;
+      event.preventDefault();
+      this.leaving = true;  // this tab goes to the login page; the others to the expired page
+      clearTimeout(this.timer);
+      try {
+        const response = await this.originalFetch(form.action, {
+          method: "POST", body: new FormData(form), credentials: "same-origin",
+        });
         this.bus.post({ type: "ended", reason: "logged_out" });
+        location.assign(response.url);  // where the server sent us: the login page
+      } catch (error) {
+        form.submit();  // offline or refused: the plain form does it
       }
     }, true);
   }
@@ -392,6 +404,7 @@ export class SessionExpiry {
   tick() {
     const remaining = Math.max(0, this.remaining);
     this.dialog.querySelector(".session-expiry-countdown strong").textContent = describe(remaining);
+    this.updateRemainingText();
     const phrase = announcement(remaining);
     if (phrase !== this.lastAnnouncement) {
       this.lastAnnouncement = phrase;
@@ -423,9 +436,13 @@ export class SessionExpiry {
     form.requestSubmit();
   }
 
+  /** Minutes in the page; seconds once the warning is up, as in the dialog. */
   updateRemainingText() {
+    const remaining = Math.max(0, this.remaining);
+    const text = remaining <= this.config.warnBefore
+      ? describe(remaining) : describe(Math.ceil(remaining / 60) * 60);
     for (const element of document.querySelectorAll("[data-session-expiry-remaining]")) {
-      element.textContent = describe(Math.ceil(this.remaining / 60) * 60);
+      element.textContent = text;
     }
   }
 
@@ -462,6 +479,12 @@ export class SessionExpiry {
   }
 
   restoreDrafts() {
+    // Drafts another user left in this tab are deleted, wherever they were typed.
+    for (const other of Object.keys(sessionStorage)) {
+      if (!other.startsWith(DRAFT_PREFIX)) continue;
+      const draft = JSON.parse(sessionStorage.getItem(other) || "null");
+      if (!draft || draft.user !== this.config.user) sessionStorage.removeItem(other);
+    }
     const key = this.draftKey();
     const saved = JSON.parse(sessionStorage.getItem(key) || "null");
     sessionStorage.removeItem(key);
