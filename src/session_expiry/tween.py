@@ -5,9 +5,10 @@ record, asks :func:`~session_expiry.decision.decide`, and ends a session that
 is overdue (whoever notices first ends it). A view that counts as activity
 (every view but exception views and those declared ``session_touch=False``)
 marks the request; on the way out the record is touched, at most once per
-``touch_interval``, and the ticket reissued in the same step from the same
-``now``, so both deadlines are one instant. Every response to an active
-session says how many seconds are left.
+``touch_interval``, and the ticket is reissued in the same step, stamped so
+that its deadline is the record's idle deadline: one instant, even when an
+earlier answer that reissued it never reached the browser. Every response to
+an active session says how many seconds are left when it leaves.
 """
 from __future__ import annotations
 
@@ -57,14 +58,13 @@ class SessionExpiry:
         self.now = int(setup.clock())
         self._activity = False  # a view that counts as activity ran
         self._touched = False
-        self._issue_ticket = False
 
         cookies = readable_cookies(request)
         self._ticket_sent = TICKET_COOKIE in cookies
-        ticket = read_ticket(setup.ticket_secret, cookies.get(TICKET_COOKIE))
+        self.ticket = read_ticket(setup.ticket_secret, cookies.get(TICKET_COOKIE))
         self.session_key = self._read_session_key(cookies.get(setup.session_cookie))
         self.record = self.store.get(self.session_key) if self.session_key else None
-        self.verdict = decide(ticket, self.session_key, self.record, self.now, self.policy)
+        self.verdict = decide(self.ticket, self.session_key, self.record, self.now, self.policy)
 
         if self.verdict.end_session:
             self._end(self.verdict.reason)
@@ -93,17 +93,19 @@ class SessionExpiry:
 
     @property
     def remaining(self) -> int:
-        """Whole seconds until the session ends unless touched; 0 if not active.
+        """Whole seconds from this moment until the session ends unless touched; 0 if
+        not active.
 
         Counts the touch this request will make on its way out, so a page shows
-        the same figure as its ``Session-Expires-In`` header.
+        the same figure as its ``Session-Expires-In`` header; counts from the
+        moment it is asked, so a slow view does not make the browser late.
         """
         if not self.active:
             return 0
         record = self.record
         if self._touch_due:
             record = record.touched(self.now, self.policy.idle_timeout)
-        return record.remaining(self.now)
+        return record.remaining(int(self.setup.clock()))
 
     @property
     def remaining_words(self) -> str:
@@ -166,7 +168,8 @@ class SessionExpiry:
         session.changed()  # make Beaker write the entry's data and send the new cookie
         new_csrf_token(self.request)  # a token seen before sign-in is not trusted after it
         self.verdict = Verdict(State.ACTIVE)
-        self._touched = self._issue_ticket = True
+        self.ticket = None  # whatever came in belonged to another session
+        self._touched = True
         return self.record
 
     def logout(self, reason: Reason = Reason.LOGGED_OUT) -> None:
@@ -188,9 +191,10 @@ class SessionExpiry:
             except StoreUnavailable as error:  # the answer is made; the touch can wait
                 log.warning("session store unavailable, not touched: %s", error)
         if self.active:
-            if self._issue_ticket:
+            issued = self.record.idle_deadline - self.policy.idle_timeout
+            if self.ticket is None or self.ticket.issued != issued:
                 value = build_ticket(self.setup.ticket_secret, self.record.user_id,
-                                     ticket_binding(self.record.key), self.now)
+                                     ticket_binding(self.record.key), issued)
                 response.set_cookie(TICKET_COOKIE, value, path="/", httponly=True,
                                     secure=self.policy.cookie_secure,
                                     samesite=self.policy.cookie_samesite)
@@ -215,7 +219,6 @@ class SessionExpiry:
             self._take_reason_from_tombstone()
             return
         self.record = record
-        self._issue_ticket = True
 
     def _end(self, reason: Reason) -> None:
         key = self.record.key

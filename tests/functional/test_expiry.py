@@ -6,6 +6,7 @@ import time
 import pytest
 
 from session_expiry.decision import ticket_binding
+from session_expiry.ticket import read_ticket
 from tests.conftest import (
     FETCH,
     HTMX,
@@ -422,3 +423,18 @@ def test_a_live_session_with_a_foreign_ticket_lends_its_data_to_nobody(apps):
     finally:
         env["closer"]()
     assert "plans of bob" in victim.get("/workspace", headers=PAGE).text
+
+
+def test_a_reissued_ticket_that_never_reached_the_browser_is_healed_not_refused(app, clock):
+    login(app)
+    old_ticket = app.cookies["auth_tkt"]
+    clock.advance(TOUCH)
+    app.get("/api/notes", headers=FETCH)  # touches; pretend its Set-Cookie was lost
+    clock.advance(IDLE - TOUCH)  # past the old ticket's own deadline, before the record's
+    cookie = f"session={app.cookies['session']}; auth_tkt={old_ticket}"
+    answer = app.get("/session/status", headers={**FETCH, "Cookie": cookie})
+    assert (answer.json["state"], answer.json["remaining"]) == ("active", TOUCH)
+    # That very answer reissues the ticket, in step with the record.
+    reissued = answer.headers["Set-Cookie"].split("auth_tkt=", 1)[1].split(";", 1)[0]
+    expiry = app.app.registry.session_expiry
+    assert read_ticket(expiry.ticket_secret, reissued).issued + IDLE == record_of(app).idle_deadline
