@@ -109,6 +109,8 @@ def status(request):
         "reason": str(expiry.reason) if expiry.reason else None,
         "remaining": expiry.remaining,
         "warn_before": expiry.warn_before,
+        # So a page can tell "extended elsewhere" from "someone else signed in since".
+        "user": expiry.userid,
     }
 
 

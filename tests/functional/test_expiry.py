@@ -117,7 +117,7 @@ def test_status_never_extends_the_session(app, clock):
     clock.advance(TOUCH * 3)
     status = app.get("/session/status", headers=FETCH).json
     assert status == {"state": "active", "reason": None, "remaining": IDLE - TOUCH * 3,
-                      "warn_before": WARN}
+                      "warn_before": WARN, "user": record_of(app).user_id}
     assert record_of(app) == before
 
 
@@ -328,7 +328,8 @@ def test_status_of_an_ended_session_says_why(app, clock):
     login(app)
     clock.advance(IDLE)
     assert app.get("/session/status", headers=FETCH).json == {
-        "state": "ended", "reason": "idle_timeout", "remaining": 0, "warn_before": WARN}
+        "state": "ended", "reason": "idle_timeout", "remaining": 0, "warn_before": WARN,
+        "user": None}
 
 
 def test_status_of_a_stranger_is_anonymous(app):

@@ -45,7 +45,7 @@ export function announcement(seconds) {
   return `less than ${describe(step)}`;
 }
 
-class ExpiredError extends Error {
+export class SessionExpiredError extends Error {
   constructor(reason) {
     super(`session ended: ${reason || "unknown"}`);
     this.name = "SessionExpiredError";
@@ -85,6 +85,8 @@ export class SessionExpiry {
     this.timer = null;
     this.ticker = null;
     this.confirming = false;
+    this.retryAt = 0;  // when the server could not be reached, not before this
+    this.lastPolled = Date.now();
     this.leaving = false;
     this.tabId = Math.random().toString(36).slice(2);
     this.originalFetch = window.fetch.bind(window);
@@ -100,6 +102,12 @@ export class SessionExpiry {
     for (const event of ["visibilitychange", "focus", "pageshow", "online"]) {
       window.addEventListener(event, () => this.check());
     }
+    // A hidden leader tab is throttled by the browser; a tab coming into view asks
+    // for itself when the last word from the server is older than a poll interval.
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible"
+        && Date.now() - this.lastPolled > this.config.pollInterval * 1000) this.poll();
+    });
     this.bus.post({ type: "deadline", deadline: this.deadline, lastExtend: this.lastExtend });
     this.electLeader();
     this.check();
@@ -115,7 +123,10 @@ export class SessionExpiry {
   setDeadline(expiresIn, { share = true, extended = false } = {}) {
     this.deadline = Date.now() + expiresIn * 1000;
     if (extended) this.lastExtend = Date.now();
-    if (share) this.bus.post({ type: "deadline", deadline: this.deadline, lastExtend: this.lastExtend });
+    if (share) {
+      this.bus.post({ type: "deadline", deadline: this.deadline, lastExtend: this.lastExtend,
+        lastPolled: this.lastPolled });
+    }
     this.check();
   }
 
@@ -138,16 +149,19 @@ export class SessionExpiry {
 
   // -- the server --------------------------------------------------------------
 
+  /** The server's word on the session; throws when there is none (offline, a 503). */
   async status() {
     const response = await this.originalFetch(this.config.statusUrl, {
       credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store",
     });
+    if (!response.ok) throw new Error(`status answered ${response.status}`);
+    this.lastPolled = Date.now();
     return response.json();
   }
 
   /** The deadline passed: ask the server (one tab asks, all hear) before pushing anyone out. */
   async confirmEnd() {
-    if (this.confirming || this.leaving) return;
+    if (this.confirming || this.leaving || Date.now() < this.retryAt) return;
     this.confirming = true;
     try {
       await this.withLock(CONFIRM_LOCK, async () => this.act(await this.status()));
@@ -157,6 +171,7 @@ export class SessionExpiry {
       this.confirming = false;
     }
     if (!this.leaving && this.remaining <= 0) {
+      this.retryAt = Date.now() + RETRY_MS;
       clearTimeout(this.timer);
       this.timer = setTimeout(() => this.check(), RETRY_MS);
     }
@@ -164,9 +179,11 @@ export class SessionExpiry {
 
   /** Act on a /session/status answer, and tell the other tabs. */
   act(status) {
-    if (status.state === "active") {
+    if (status.state === "active" && status.user === this.config.user) {
       this.setDeadline(status.remaining);
-    } else {
+    } else if (status.state === "active") {
+      this.leave(null, { share: true });  // someone else signed in since: this page is not theirs
+    } else if (status.state === "ended" || status.state === "anonymous") {
       this.leave(status.reason, { share: true });
     }
   }
@@ -201,15 +218,16 @@ export class SessionExpiry {
   }
 
   lead() {
-    const poll = async () => {
-      if (this.leaving) return;
-      try {
-        this.act(await this.status());
-      } catch (error) {
-        // Offline: the next poll will tell.
-      }
-    };
-    setInterval(poll, this.config.pollInterval * 1000);
+    setInterval(() => this.poll(), this.config.pollInterval * 1000);
+  }
+
+  async poll() {
+    if (this.leaving) return;
+    try {
+      this.act(await this.status());
+    } catch (error) {
+      // Offline or unavailable: the next poll will tell.
+    }
   }
 
   /** Without Web Locks: the tab holding a fresh lease in localStorage polls. */
@@ -222,11 +240,9 @@ export class SessionExpiry {
         localStorage.setItem(LEADER_KEY, JSON.stringify({ tab: this.tabId, at: now }));
       }
     };
-    const pollIfLeader = async () => {
+    const pollIfLeader = () => {
       const lease = JSON.parse(localStorage.getItem(LEADER_KEY) || "null");
-      if (lease && lease.tab === this.tabId && !this.leaving) {
-        try { this.act(await this.status()); } catch (error) { /* offline */ }
-      }
+      if (lease && lease.tab === this.tabId) this.poll();
     };
     renew();
     setInterval(renew, period / 3);
@@ -252,6 +268,7 @@ export class SessionExpiry {
     if (message.type === "deadline") {
       this.deadline = message.deadline;
       this.lastExtend = Math.max(this.lastExtend, message.lastExtend || 0);
+      this.lastPolled = Math.max(this.lastPolled, message.lastPolled || 0);
       this.check();
     } else if (message.type === "ended") {
       this.leave(message.reason, { share: false });
@@ -318,16 +335,22 @@ export class SessionExpiry {
     };
   }
 
-  /** fetch for app code: same-origin cookies, the CSRF token on writes, a 401 handled. */
+  /** fetch for app code: same-origin cookies, the CSRF token on writes to this site,
+   *  and a 401 that ends the page (after asking the server) and rejects. */
   async fetch(input, init = {}) {
-    const method = (init.method || (input instanceof Request ? input.method : "GET")).toUpperCase();
-    const headers = new Headers(init.headers || {});
+    const request = input instanceof Request ? input : null;
+    const method = (init.method || (request ? request.method : "GET")).toUpperCase();
+    const headers = new Headers(init.headers || (request ? request.headers : undefined));
     if (!headers.has("Accept")) headers.set("Accept", "application/json");
-    if (!["GET", "HEAD", "OPTIONS"].includes(method)) headers.set("X-CSRF-Token", this.config.csrfToken);
+    const url = request ? request.url : String(input);
+    if (sameOrigin(url) && !["GET", "HEAD", "OPTIONS"].includes(method)) {
+      headers.set("X-CSRF-Token", this.config.csrfToken);
+    }
     const response = await window.fetch(input, { credentials: "same-origin", ...init, headers });
-    if (response.status === 401) {
+    if (response.status === 401 && sameOrigin(response.url || url)) {
       const body = await response.clone().json().catch(() => ({}));
-      throw new ExpiredError(body.reason);
+      if (body.error !== "session_expired") this.poll();  // the server says where to go
+      throw new SessionExpiredError(body.reason);
     }
     return response;
   }
@@ -346,10 +369,11 @@ export class SessionExpiry {
         const response = await this.originalFetch(form.action, {
           method: "POST", body: new FormData(form), credentials: "same-origin",
         });
+        if (!response.ok || !response.redirected) throw new Error("not signed out");
         this.bus.post({ type: "ended", reason: "logged_out" });
         location.assign(response.url);  // where the server sent us: the login page
       } catch (error) {
-        form.submit();  // offline or refused: the plain form does it
+        form.submit();  // offline or refused: the plain form says why
       }
     }, true);
   }
