@@ -154,3 +154,20 @@ def test_login_rotates_the_csrf_token(app):
     response = app.post("/logout", {"csrf_token": before}, headers=PAGE, status=400)
     assert "expired" in response.text
     assert app.post("/logout", {"csrf_token": after}, headers=PAGE).status_int == 303
+
+
+def test_a_loaded_session_is_not_new_to_pyramid(apps):
+    from pyramid.request import Request
+    from pyramid.scripting import prepare
+
+    app = apps()
+    login(app)
+    app.post("/workspace", {"title": "x", "csrf_token": csrf_token(app)}, headers=PAGE)
+    cookie = "; ".join(f"{name}={value}" for name, value in app.cookies.items())
+    env = prepare(request=Request.blank("/", headers={"Cookie": cookie}),
+                  registry=app.app.registry)
+    try:
+        assert env["request"].session["workspace_title"] == "x"
+        assert env["request"].session.new is False
+    finally:
+        env["closer"]()

@@ -152,3 +152,15 @@ def test_production_ini_as_shipped_sweeps_postgresql(postgres):
                                "SESSION_EXPIRY_SECRET": "s" * 48})
     assert done.returncode == 0, done.stderr
     assert "ended=5 (absolute_timeout=2, idle_timeout=3) notified=5" in done.stdout
+
+
+def test_a_missing_ini_exits_2(tmp_path):
+    done = sweeper(tmp_path / "nowhere.ini", "--once")
+    assert done.returncode == 2 and "no such ini file" in done.stderr
+
+
+def test_an_unmigrated_database_says_what_to_run(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    done = sweeper(ini_for(tmp_path, url), "--once")
+    assert done.returncode == 1
+    assert "session tables are missing" in done.stderr and "alembic" in done.stderr

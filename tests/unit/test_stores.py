@@ -25,9 +25,9 @@ from beaker.session import Session
 from session_expiry.clock import FrozenClock
 from session_expiry.events import SessionEnded
 from session_expiry.settings import Policy
-from session_expiry.stores import EMPTY, SessionData, StoreUnavailable, session_key
+from session_expiry.stores import EMPTY, SessionData, StoreUnavailable, SweepResult, session_key
 from session_expiry.stores.memory import MemoryStore
-from session_expiry.stores.sql import SqlStore, SweepResult, engine_for, session_events, sessions
+from session_expiry.stores.sql import SqlStore, engine_for, session_events, sessions
 from tests.conftest import clear_sessions, migrate
 from tests.postgres import free_port
 
@@ -1147,5 +1147,43 @@ def test_a_store_whose_sqlite_file_cannot_be_opened_raises_store_unavailable(
     try:
         with pytest.raises(StoreUnavailable):
             CALLS[call](store)
+    finally:
+        store.close()
+
+
+# -- subscribers that use the store --------------------------------------------------------
+
+def test_a_subscriber_may_end_another_session_from_inside_the_notification(make, clock):
+    """"End this user's other sessions" from a SessionEnded subscriber: no deadlock."""
+    ended = []
+    store = None
+
+    def end_the_others(event):
+        ended.append(event.session_key)
+        if event.session_key == "a" * 64:
+            store.end("b" * 64, "ended_by_user", int(clock()))
+
+    store = make(on_end=end_the_others)
+    store.open("a" * 64, "7", T0)
+    store.open("b" * 64, "7", T0)
+    finished = threading.Event()
+    worker = threading.Thread(target=lambda: (store.end("a" * 64, "logged_out", T0 + 1),
+                                              finished.set()), daemon=True)
+    worker.start()
+    assert finished.wait(5), "ending a session from a subscriber deadlocked"
+    assert ended == ["a" * 64, "b" * 64]
+    assert store.get("b" * 64).end_reason == "ended_by_user"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_missing_tables_are_a_clear_store_unavailable(kind, request, tmp_path):
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres").create_database(f"empty_{random.randrange(10**9)}")
+    store = SqlStore(engine_for(url), POLICY, clock=FrozenClock(T0))
+    try:
+        with pytest.raises(StoreUnavailable, match="session tables are missing.*alembic"):
+            store.get(KEY)
     finally:
         store.close()

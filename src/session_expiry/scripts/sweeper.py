@@ -16,6 +16,7 @@ settings.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -97,6 +98,9 @@ def sweep_once(store, batch, out=sys.stdout) -> int:
 def main(argv=None, out=None) -> int:
     out = out or sys.stdout
     args = parser().parse_args(argv)
+    if not os.path.isfile(args.ini):
+        print(f"session-sweeper: no such ini file: {args.ini}", file=sys.stderr)
+        return EXIT_USAGE
     setup_logging(args.ini)
     try:
         env = bootstrap(args.ini)

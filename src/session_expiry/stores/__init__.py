@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from ..events import SessionEnded
@@ -103,6 +104,30 @@ def merge(base: dict, ours: dict, theirs: dict, key: str = "") -> dict:
     return merged
 
 
+@dataclass
+class SweepResult:
+    """What one ``sweep`` did."""
+
+    ended: Counter = field(default_factory=Counter)  # by reason
+    notified: int = 0
+    pruned: int = 0
+    seconds: float = 0.0
+
+    @property
+    def total_ended(self) -> int:
+        return sum(self.ended.values())
+
+    def add(self, other: SweepResult) -> None:
+        self.ended.update(other.ended)
+        self.notified += other.notified
+        self.pruned += other.pruned
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(self.ended.items()))
+        return (f"ended={self.total_ended}" + (f" ({reasons})" if reasons else "")
+                + f" notified={self.notified} pruned={self.pruned} in {self.seconds:.2f}s")
+
+
 class SessionStore(Protocol):
     """What the tween, the views and the Beaker adapter need from a store."""
 
@@ -135,7 +160,7 @@ class SessionStore(Protocol):
         Returns the tombstone if this call ended the session, None otherwise.
         """
 
-    def sweep(self, now: int) -> list[SessionEnded]:
+    def sweep(self, now: int) -> SweepResult:
         """End every overdue open session; prune tombstones past retention."""
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """The Beaker backend: a thin adapter from Beaker's namespace API to our store.
 
-Registered as ``expiry:memory`` (and later ``expiry:sql``) under the
+Registered as ``expiry:memory`` and ``expiry:sql`` under the
 ``beaker.backends`` entry point. The store object arrives through the session
 factory's options (pyramid_beaker passes unknown options on to the backend),
 so two apps in one process never share a store by accident.
@@ -35,6 +35,9 @@ def from_beaker(value: str) -> dict:
 
 
 def to_beaker(data: dict) -> str:
+    # Any _accessed_time tells Beaker (and pyramid_beaker's ``session.new``) that the
+    # session was loaded, not created; the record keeps the real last-seen time.
+    data = {**data, "_accessed_time": data.get("_creation_time", 0)}
     return base64.b64encode(zlib.compress(json.dumps(data).encode("utf-8"))).decode("ascii")
 
 

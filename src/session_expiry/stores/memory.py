@@ -11,13 +11,14 @@ import heapq
 import json
 import logging
 import threading
-from collections import deque
+import time
+from collections import Counter, deque
 from dataclasses import dataclass
 
 from ..decision import overdue_reason
 from ..events import SessionEnded
 from ..settings import Policy
-from . import EMPTY, OnEnd, SessionData, SessionRecord, merge
+from . import EMPTY, OnEnd, SessionData, SessionRecord, SweepResult, merge
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,8 @@ class MemoryStore:
         return record
 
     def sweep(self, now):
-        ended = []
+        started = time.monotonic()
+        ended, pruned = [], 0
         with self._lock:
             while self._deadlines and self._deadlines[0][0] <= now:
                 _, key = heapq.heappop(self._deadlines)
@@ -113,10 +115,11 @@ class MemoryStore:
             horizon = now - self.policy.retention
             while self._tombstones and self._tombstones[0][0] <= horizon:
                 _, key = self._tombstones.popleft()
-                self._entries.pop(key, None)
+                pruned += self._entries.pop(key, None) is not None
         for event in ended:
             self._report(event)
-        return ended
+        return SweepResult(ended=Counter(event.reason for event in ended), notified=len(ended),
+                           pruned=pruned, seconds=time.monotonic() - started)
 
     def close(self):
         self._stop.set()

@@ -23,9 +23,7 @@ import json
 import logging
 import threading
 import time
-from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -33,7 +31,16 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..events import SessionEnded
 from ..settings import Policy
-from . import EMPTY, MAX_WRITE_ATTEMPTS, OnEnd, SessionData, SessionRecord, StoreUnavailable, merge
+from . import (
+    EMPTY,
+    MAX_WRITE_ATTEMPTS,
+    OnEnd,
+    SessionData,
+    SessionRecord,
+    StoreUnavailable,
+    SweepResult,
+    merge,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,30 +138,6 @@ def _record(row) -> SessionRecord:
         end_reason=row.end_reason, ip=row.ip, user_agent=row.user_agent)
 
 
-@dataclass
-class SweepResult:
-    """What one ``sweep`` did."""
-
-    ended: Counter = field(default_factory=Counter)  # by reason
-    notified: int = 0
-    pruned: int = 0
-    seconds: float = 0.0
-
-    @property
-    def total_ended(self) -> int:
-        return sum(self.ended.values())
-
-    def add(self, other: SweepResult) -> None:
-        self.ended.update(other.ended)
-        self.notified += other.notified
-        self.pruned += other.pruned
-
-    def summary(self) -> str:
-        reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(self.ended.items()))
-        return (f"ended={self.total_ended}" + (f" ({reasons})" if reasons else "")
-                + f" notified={self.notified} pruned={self.pruned} in {self.seconds:.2f}s")
-
-
 def engine_for(url: str) -> sa.Engine:
     """An engine for the store.
 
@@ -193,7 +176,8 @@ class SqlStore:
         self.on_end = on_end
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._notifying = threading.Lock()
+        # Re-entrant: a subscriber may end another session (and notify) in this thread.
+        self._notifying = threading.RLock()
         self._row_locks = engine.dialect.name != "sqlite"
 
     # -- the protocol ---------------------------------------------------------
@@ -321,8 +305,10 @@ class SqlStore:
     def notify_pending(self, batch: int = 500, only: str | None = None) -> int:
         """Send the notifications of ended sessions not sent yet (the outbox).
 
-        At least once: a row is marked sent only after its subscribers ran.
-        ``only``: just the one session's, right after ending it.
+        At least once: a row is marked sent only after its subscribers ran, so
+        a process that dies in between leaves it for the next sweep. A
+        subscriber that raises is logged, not retried. ``only``: just the one
+        session's, right after ending it.
         """
         pending = session_events.c.notified_at.is_(None)
         if only is not None:
@@ -435,8 +421,13 @@ class SqlStore:
                 conn.execution_options(**{READONLY: readonly})
                 with conn.begin():
                     yield conn
-        except (OperationalError, InterfaceError, sa.exc.TimeoutError) as error:
-            raise StoreUnavailable(str(getattr(error, "orig", error))) from error
+        except (OperationalError, InterfaceError, sa.exc.TimeoutError,
+                sa.exc.ProgrammingError) as error:
+            reason = str(getattr(error, "orig", error))
+            if isinstance(error, sa.exc.ProgrammingError) or "no such table" in reason:
+                reason = ("the session tables are missing: run "
+                          "`alembic -c <your ini> upgrade head` (" + reason.splitlines()[0] + ")")
+            raise StoreUnavailable(reason) from error
 
     def _report(self, event):
         try:
