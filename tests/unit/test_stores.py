@@ -1180,10 +1180,11 @@ def test_missing_tables_are_a_clear_store_unavailable(kind, request, tmp_path):
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
     else:
-        url = request.getfixturevalue("postgres").create_database(f"empty_{random.randrange(10**9)}")
+        postgres = request.getfixturevalue("postgres")
+        url = postgres.create_database(f"empty_{random.randrange(10**9)}")
     store = SqlStore(engine_for(url), POLICY, clock=FrozenClock(T0))
     try:
-        with pytest.raises(StoreUnavailable, match="session tables are missing.*alembic"):
+        with pytest.raises(StoreUnavailable, match=r"session tables are missing.*alembic"):
             store.get(KEY)
     finally:
         store.close()
