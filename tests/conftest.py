@@ -16,6 +16,7 @@ from webtest import TestApp
 from session_expiry.app import make_app
 from session_expiry.app.models import User
 from session_expiry.clock import FrozenClock
+from session_expiry.tween import read_session_key
 from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,12 +178,7 @@ def login(testapp: TestApp, username: str = "alice", came_from: str | None = Non
 def session_key_of(testapp: TestApp) -> str:
     """The store key of the session whose cookie ``testapp`` holds."""
     expiry = testapp.app.registry.session_expiry
-    from beaker.session import SignedCookie
-
-    from session_expiry.stores import session_key
-
-    session_id, _ = SignedCookie(expiry.cookie_secret).value_decode(testapp.cookies["session"])
-    return session_key(session_id)
+    return read_session_key(expiry.cookie_secret, testapp.cookies["session"])
 
 
 def ticket_of(testapp: TestApp):

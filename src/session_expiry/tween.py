@@ -62,7 +62,7 @@ class SessionExpiry:
         cookies = readable_cookies(request)
         self._ticket_sent = TICKET_COOKIE in cookies
         self.ticket = read_ticket(setup.ticket_secret, cookies.get(TICKET_COOKIE))
-        self.session_key = self._read_session_key(cookies.get(setup.session_cookie))
+        self.session_key = read_session_key(setup.cookie_secret, cookies.get(setup.session_cookie))
         self.record = self.store.get(self.session_key) if self.session_key else None
         self.verdict = decide(self.ticket, self.session_key, self.record, self.now, self.policy)
 
@@ -232,18 +232,26 @@ class SessionExpiry:
         self.verdict = Verdict(State.ENDED, Reason(reason))
 
     def _hide_session_cookie(self) -> None:
-        environ = self.request.environ
-        kept = [part for part in environ.get("HTTP_COOKIE", "").split(";")
-                if part.strip().partition("=")[0] != self.setup.session_cookie]
-        environ["HTTP_COOKIE"] = ";".join(kept)
+        name = self.setup.session_cookie
+        _keep_cookies(self.request.environ, lambda part: part.strip().partition("=")[0] != name)
 
-    def _read_session_key(self, value: str | None) -> str | None:
-        if not value or len(value) > MAX_COOKIE_LENGTH:
-            return None
-        session_id, _ = SignedCookie(self.setup.cookie_secret).value_decode(value)
-        if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
-            return None
-        return session_key(session_id)
+
+def read_session_key(cookie_secret: str, value: str | None) -> str | None:
+    """The store key of the session a (Beaker-signed) session cookie names, or None."""
+    if not value or len(value) > MAX_COOKIE_LENGTH:
+        return None
+    session_id, _ = SignedCookie(cookie_secret).value_decode(value)
+    if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
+        return None
+    return session_key(session_id)
+
+
+def _keep_cookies(environ, keep) -> int:
+    """Keep only the ``name=value`` parts of the Cookie header ``keep`` accepts; how many went."""
+    parts = environ.get("HTTP_COOKIE", "").split(";")
+    kept = [part for part in parts if keep(part)]
+    environ["HTTP_COOKIE"] = ";".join(kept)
+    return len(parts) - len(kept)
 
 
 def readable_cookies(request):
@@ -255,9 +263,8 @@ def readable_cookies(request):
     """
     header = request.environ.get("HTTP_COOKIE", "")
     if not header.isascii() and not _decodes(header):
-        kept = [part for part in header.split(";") if _decodes(part)]
-        request.environ["HTTP_COOKIE"] = ";".join(kept)
-        log.info("dropped %d cookie(s) that are not UTF-8", header.count(";") + 1 - len(kept))
+        log.info("dropped %d cookie(s) that are not UTF-8",
+                 _keep_cookies(request.environ, _decodes))
     return request.cookies
 
 

@@ -14,6 +14,7 @@ from pyramid.paster import get_appsettings
 
 from session_expiry.app import make_app
 from session_expiry.ticket import read_ticket
+from session_expiry.tween import read_session_key
 from tests.conftest import ROOT, SECRET
 from tests.functional.test_ini_files import serve
 
@@ -79,13 +80,8 @@ class Live:
 
     def record(self, context):
         """The session record of the browser context (from its cookies)."""
-        from beaker.session import SignedCookie
-
-        from session_expiry.stores import session_key
-
         cookie = self.cookie(context, "session")
-        session_id, _ = SignedCookie(self.setup.cookie_secret).value_decode(cookie)
-        return self.store.get(session_key(session_id))
+        return self.store.get(read_session_key(self.setup.cookie_secret, cookie))
 
     def ticket(self, context):
         return read_ticket(self.setup.ticket_secret, self.cookie(context, "auth_tkt"))

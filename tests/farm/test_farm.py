@@ -1,17 +1,18 @@
 """Two app servers, one PostgreSQL: one session, seen alike by both."""
-import hashlib
-
 import sqlalchemy as sa
 
 from session_expiry.settings import Policy
 from session_expiry.stores.sql import SqlStore, engine_for
+from session_expiry.ticket import derive_secret
+from session_expiry.tween import read_session_key
+from tests.conftest import SECRET
 from tests.farm.conftest import Browser
 
 
 def session_key(browser: Browser) -> str:
-    """The store key of the browser's session (its cookie is the signature + the id)."""
-    raw = browser.cookie("session").strip('"')
-    return hashlib.sha256(raw[40:].encode()).hexdigest()
+    """The store key of the browser's session."""
+    secret = derive_secret(SECRET, "session-cookie")
+    return read_session_key(secret, browser.cookie("session").strip('"'))
 
 
 def test_a_client_alternating_between_servers_stays_signed_in(servers):

@@ -581,11 +581,11 @@ def test_memory_store_sweeps_by_itself_within_a_second_by_default(store, clock, 
 def test_close_stops_the_sweep_thread(make):
     store = make()
     store.start(0.1)
-    thread = store._thread
+    thread = store._sweeper._thread
     assert thread is not None and thread.is_alive()
     store.close()
     assert not thread.is_alive()
-    assert store._thread is None
+    assert store._sweeper is None
 
 
 def test_sweep_thread_survives_a_failing_subscriber(make, clock):

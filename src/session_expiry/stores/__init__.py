@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -126,6 +127,35 @@ class SweepResult:
         reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(self.ended.items()))
         return (f"ended={self.total_ended}" + (f" ({reasons})" if reasons else "")
                 + f" notified={self.notified} pruned={self.pruned} in {self.seconds:.2f}s")
+
+
+def report(on_end: OnEnd, event: SessionEnded) -> None:
+    """Hand ``event`` to the subscribers; one that raises is logged, never fatal."""
+    try:
+        on_end(event)
+    except Exception:
+        log.exception("reporting the end of session %s failed", event.session_key[:12])
+
+
+class SweepThread:
+    """A daemon thread that calls ``sweep`` every ``every`` seconds until :meth:`stop`."""
+
+    def __init__(self, sweep: Callable[[], object], every: float):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(sweep, every),
+                                        name="session-expiry-sweep", daemon=True)
+        self._thread.start()
+
+    def _run(self, sweep, every):
+        while not self._stop.wait(every):
+            try:
+                sweep()
+            except Exception:  # keep sweeping; one bad run must not stop it
+                log.exception("session sweep failed")
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        self._thread.join(timeout=timeout)
 
 
 class SessionStore(Protocol):

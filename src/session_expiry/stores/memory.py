@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ..decision import overdue_reason
 from ..events import SessionEnded
 from ..settings import Policy
-from . import EMPTY, OnEnd, SessionData, SessionRecord, SweepResult, merge
+from . import EMPTY, OnEnd, SessionData, SessionRecord, SweepResult, SweepThread, merge, report
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._deadlines: list[tuple[int, str]] = []  # heap; stale items are skipped
         self._tombstones: deque[tuple[int, str]] = deque()  # in the order they ended
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._sweeper: SweepThread | None = None
 
     # -- the protocol ---------------------------------------------------------
 
@@ -99,7 +98,7 @@ class MemoryStore:
         with self._lock:
             record = self._end_locked(key, reason, now)
         if record is not None:
-            self._report(SessionEnded.of(record))
+            report(self.on_end, SessionEnded.of(record))
         return record
 
     def sweep(self, now):
@@ -117,15 +116,14 @@ class MemoryStore:
                 _, key = self._tombstones.popleft()
                 pruned += self._entries.pop(key, None) is not None
         for event in ended:
-            self._report(event)
+            report(self.on_end, event)
         return SweepResult(ended=Counter(event.reason for event in ended), notified=len(ended),
                            pruned=pruned, seconds=time.monotonic() - started)
 
     def close(self):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
 
     # -- reports for tests and pages -------------------------------------------
 
@@ -141,19 +139,8 @@ class MemoryStore:
         It looks four times per ``interval``, so a session ends less than
         ``interval`` after its deadline.
         """
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._run, args=(interval / 4,), name="session-expiry-sweep",
-                daemon=True)
-            self._thread.start()
-
-    def _run(self, every):
-        while not self._stop.wait(every):
-            try:
-                self.sweep(int(self.clock()))
-            except Exception:  # keep sweeping; one bad subscriber must not stop it
-                log.exception("session sweep failed")
+        if self._sweeper is None:
+            self._sweeper = SweepThread(lambda: self.sweep(int(self.clock())), interval / 4)
 
     # -- internals -------------------------------------------------------------
 
@@ -166,8 +153,3 @@ class MemoryStore:
         self._tombstones.append((now, key))
         return entry.record
 
-    def _report(self, event):
-        try:
-            self.on_end(event)
-        except Exception:
-            log.exception("reporting the end of session %s failed", event.session_key[:12])

@@ -39,7 +39,9 @@ from . import (
     SessionRecord,
     StoreUnavailable,
     SweepResult,
+    SweepThread,
     merge,
+    report,
 )
 
 log = logging.getLogger(__name__)
@@ -174,8 +176,7 @@ class SqlStore:
         self.policy = policy
         self.clock = clock
         self.on_end = on_end
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._sweeper: SweepThread | None = None
         # Re-entrant: a subscriber may end another session (and notify) in this thread.
         self._notifying = threading.RLock()
         self._row_locks = engine.dialect.name != "sqlite"
@@ -288,10 +289,9 @@ class SqlStore:
             return [_record(row) for row in conn.execute(sa.select(*_RECORD))]
 
     def close(self):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
         self.engine.dispose()
 
     # -- the sweeper's parts ---------------------------------------------------
@@ -338,7 +338,7 @@ class SqlStore:
 
     def _send(self, rows) -> None:
         for row in rows:
-            self._report(SessionEnded(row.session_key, row.user_id, row.reason,
+            report(self.on_end, SessionEnded(row.session_key, row.user_id, row.reason,
                                       seconds(row.at), row.duration))
 
     def _mark_sent(self, conn, rows) -> None:
@@ -369,20 +369,13 @@ class SqlStore:
 
     def start(self, interval: float, batch: int = 500) -> None:
         """Sweep every ``interval`` seconds in a daemon thread until :meth:`close`."""
-        def run():
-            while not self._stop.wait(interval):
-                try:
-                    result = self.sweep(int(self.clock()), batch)
-                    if result.total_ended or result.notified or result.pruned:
-                        log.info("swept: %s", result.summary())
-                except Exception:
-                    log.exception("session sweep failed")
+        def sweep():
+            result = self.sweep(int(self.clock()), batch)
+            if result.total_ended or result.notified or result.pruned:
+                log.info("swept: %s", result.summary())
 
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=run, name="session-expiry-sweep",
-                                            daemon=True)
-            self._thread.start()
+        if self._sweeper is None:
+            self._sweeper = SweepThread(sweep, interval)
 
     # -- internals -------------------------------------------------------------
 
@@ -429,8 +422,3 @@ class SqlStore:
                           "`alembic -c <your ini> upgrade head` (" + reason.splitlines()[0] + ")")
             raise StoreUnavailable(reason) from error
 
-    def _report(self, event):
-        try:
-            self.on_end(event)
-        except Exception:
-            log.exception("reporting the end of session %s failed", event.session_key[:12])
