@@ -12,6 +12,9 @@ requires = [
     "argon2-cffi>=23.1",
     "waitress>=3.0",
     "psycopg[binary]>=3.1",
+    "pygal>=3.0",
+    "prometheus-client>=0.20",
+    "ua-parser>=1.0",
 ]
 
 tests_require = [

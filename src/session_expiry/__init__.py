@@ -12,7 +12,9 @@
 - answers a request that needs a session it lacks per kind of client
   (page load: 303; htmx: 401 + ``HX-Redirect``; anything else: 401 JSON);
 - fires ``SessionEnded`` exactly once per session and logs it;
-- serves the expired page, ``/session/status``, ``/session/extend`` and logout.
+- serves the expired page, ``/session/status``, ``/session/extend`` and logout;
+- serves the session report, revoke, "your sessions" and ``/metrics``
+  (``session_expiry.reports``), and a 404 page in the same layout.
 
 The host app brings the login view at ``session_expiry.login_url`` and calls
 ``pyramid.security.remember(request, userid)`` there.
@@ -27,6 +29,7 @@ from pyramid_beaker import BeakerSessionFactoryConfig
 from . import settings as settings_module
 from .clock import resolve_clock
 from .events import SessionEnded, log_session_ended
+from .reports.metrics import Metrics
 from .security import SessionSecurityPolicy
 from .ticket import derive_secret
 from .tween import ExpirySetup, session_expiry, session_touch_deriver
@@ -49,18 +52,14 @@ class TextCSRFStoragePolicy(CookieCSRFStoragePolicy):
 
 
 def build_store(policy, clock, on_end):
-    """The store ``session.type`` names, with its sweep thread if ``sweep_interval`` is on."""
+    """The store ``session.type`` names (its sweep thread is started by ``includeme``)."""
     if policy.store_type == "expiry:sql":
         from .stores.sql import SqlStore, engine_for
 
-        store = SqlStore(engine_for(policy.store_url), policy, clock, on_end=on_end)
-    else:
-        from .stores.memory import MemoryStore
+        return SqlStore(engine_for(policy.store_url), policy, clock, on_end=on_end)
+    from .stores.memory import MemoryStore
 
-        store = MemoryStore(policy, clock, on_end=on_end)
-    if policy.sweep_interval:
-        store.start(policy.sweep_interval)
-    return store
+    return MemoryStore(policy, clock, on_end=on_end)
 
 
 def includeme(config):
@@ -69,6 +68,9 @@ def includeme(config):
     registry = config.registry
     clock = resolve_clock(settings.get("session_expiry.clock"))
     store = build_store(policy, clock, on_end=registry.notify)
+    metrics = Metrics(store, clock)
+    if policy.sweep_interval:
+        store.start(policy.sweep_interval, observe=metrics.observe_sweep)
 
     cookie_secret = derive_secret(policy.secret, "session-cookie")
     beaker = coerce_session_params(settings_module.beaker_options(settings))
@@ -77,6 +79,7 @@ def includeme(config):
         ticket_secret=derive_secret(policy.secret, "auth-ticket"),
         cookie_secret=cookie_secret,
         session_cookie=beaker.get("key", "beaker.session.id"),
+        metrics=metrics,
     )
     config.set_session_factory(
         BeakerSessionFactoryConfig(**beaker, secret=cookie_secret, store=store))
@@ -97,3 +100,4 @@ def includeme(config):
     config.add_route("session_expiry.logout", "/logout")
     config.add_static_view("session-expiry-static", "session_expiry:static")
     config.scan(".views")
+    config.include(".reports")

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from pyramid.security import Allowed, Denied
 
+#: The permission of the session report, revoke and /metrics.
+ADMIN = "admin"
+
 
 class SessionSecurityPolicy:
-    """Any signed-in user has every permission; subclass ``permits`` for more."""
+    """Any signed-in user has every permission but ``admin``; subclass ``permits`` to
+    say who administers (nobody does by default)."""
 
     def identity(self, request):
         return request.session_expiry.userid
@@ -20,6 +24,8 @@ class SessionSecurityPolicy:
     def permits(self, request, context, permission):
         if self.identity(request) is None:
             return Denied("no active session")
+        if permission == ADMIN:
+            return Denied("the admin permission needs a security policy that grants it")
         return Allowed("signed in")
 
     def remember(self, request, userid, **kw):

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from pyramid.exceptions import ConfigurationError
 
@@ -47,7 +48,7 @@ BEAKER_REQUIRED = {
 KNOWN = frozenset({
     "idle_timeout", "absolute_timeout", "warn_before", "touch_interval", "retention",
     "sweep_interval", "poll_interval", "activity_extends", "secret", "login_url",
-    "expired_url", "clock",
+    "expired_url", "clock", "metrics_scrapers",
 })
 
 #: Beaker options that contradict the design: (name, problem, what to write).
@@ -121,6 +122,16 @@ class Policy:
     poll_interval: int = 60
     #: Typing, clicking and scrolling in a page extend the session.
     activity_extends: bool = True
+    #: Networks whose clients may read /metrics without signing in (Prometheus).
+    metrics_scrapers: tuple[IPv4Network | IPv6Network, ...] = ()
+
+    def may_scrape(self, address: str | None) -> bool:
+        """True when ``address`` (the client's, as the WSGI server gives it) may read /metrics."""
+        try:
+            client = ip_address(address or "")
+        except ValueError:
+            return False
+        return any(client in network for network in self.metrics_scrapers)
 
 
 _DEFAULT = Policy()
@@ -288,6 +299,7 @@ def load(settings: dict, environ=os.environ) -> tuple[dict, Policy]:
         store_type=store_type, sweep_interval=_sweep_interval(settings, store_type),
         store_url=store_url, cookie_secure=beaker["secure"], cookie_samesite=beaker["samesite"],
         poll_interval=poll, activity_extends=activity_extends,
+        metrics_scrapers=_networks(settings, "metrics_scrapers"),
     )
     settings.update({"session." + k: v for k, v in beaker.items()})
     return settings, policy
@@ -297,6 +309,19 @@ def _sweep_interval(settings: dict, store_type: str) -> int | None:
     if str(settings.get(PREFIX + "sweep_interval") or "").strip().lower() == "off":
         return None
     return _duration(settings, "sweep_interval", STORE_TYPES[store_type])
+
+
+def _networks(settings: dict, name: str) -> tuple:
+    """Addresses or networks, separated by spaces or commas: ``127.0.0.1 10.0.0.0/8``."""
+    key = PREFIX + name
+    networks = []
+    for word in str(settings.get(key) or "").replace(",", " ").split():
+        try:
+            networks.append(ip_network(word, strict=False))
+        except ValueError:
+            raise _fail(key, f"{word!r} is not an IP address or network",
+                        f"write e.g. {key} = 127.0.0.1 10.0.0.0/8") from None
+    return tuple(networks)
 
 
 def _local_path(settings: dict, name: str, default: str) -> str:

@@ -23,6 +23,8 @@ from webob.cookies import parse_cookie
 
 from .decision import Reason, State, Verdict, decide, ending_reason, ticket_binding
 from .redirects import safe_path
+from .reports.figures import REFUSAL_REASONS
+from .reports.metrics import Metrics
 from .responses import unavailable, with_query
 from .settings import Policy, describe_duration
 from .stores import SessionRecord, SessionStore, StoreUnavailable, session_key
@@ -45,6 +47,7 @@ class ExpirySetup:
     ticket_secret: str
     cookie_secret: str
     session_cookie: str
+    metrics: Metrics
 
 
 class SessionExpiry:
@@ -68,6 +71,9 @@ class SessionExpiry:
 
         if self.verdict.end_session:
             self._end(self.verdict.reason)
+        elif self.verdict.reason in REFUSAL_REASONS:
+            self.store.count_refusal(self.verdict.reason, self.now)
+            setup.metrics.count_refusal(self.verdict.reason)
         elif self.record is not None and self.record.is_open and not self.active:
             # A live session presented with a ticket that is not its own: its data
             # is not this client's to read, even on a page that needs no sign-in.
@@ -171,6 +177,30 @@ class SessionExpiry:
         self.ticket = None  # whatever came in belonged to another session
         self._touched = True
         return self.record
+
+    def user_sessions(self) -> list[SessionRecord]:
+        """The signed-in user's open sessions (this one among them)."""
+        return self.store.user_sessions(self.userid) if self.active else []
+
+    def end_user_session(self, key: str) -> bool:
+        """End another open session of the signed-in user ("sign out that device").
+
+        Its next request, and its page's next status poll, learn ``ended_by_user``.
+        This session itself is ended by :meth:`logout`, not here.
+        """
+        if not self.active or key == self.record.key:
+            return False
+        record = self.store.get(key)
+        if record is None or record.user_id != self.userid:
+            return False
+        return self.store.end(key, Reason.ENDED_BY_USER, self.now) is not None
+
+    def end_other_sessions(self) -> int:
+        """End every other open session of the signed-in user; how many ended."""
+        if not self.active:
+            return 0
+        return len(self.store.end_user_sessions(self.userid, Reason.ENDED_BY_USER, self.now,
+                                                keep=self.record.key))
 
     def logout(self, reason: Reason = Reason.LOGGED_OUT) -> None:
         """End this session (an old cookie replayed later loads nothing); forget the ticket.

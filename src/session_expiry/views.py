@@ -4,9 +4,10 @@ from __future__ import annotations
 import logging
 
 from pyramid.exceptions import BadCSRFToken, URLDecodeError
-from pyramid.httpexceptions import HTTPBadRequest, HTTPSeeOther
+from pyramid.httpexceptions import HTTPBadRequest, HTTPNotFound, HTTPSeeOther
+from pyramid.renderers import render_to_response
 from pyramid.security import NO_PERMISSION_REQUIRED, forget
-from pyramid.view import forbidden_view_config, view_config
+from pyramid.view import forbidden_view_config, notfound_view_config, view_config
 
 from .decision import Reason
 from .redirects import safe_path
@@ -29,7 +30,7 @@ def reason_text(reason: str | None, policy) -> str:
         "session may last.",
         Reason.LOGGED_OUT: "You signed out in another tab or window.",
         Reason.REVOKED: "An administrator ended your session.",
-        Reason.ENDED_BY_USER: "You ended this session from another of your sessions.",
+        Reason.ENDED_BY_USER: "You signed out this session from another device.",
         Reason.TICKET_MISMATCH: "Your sign-in did not match this session, so we signed "
         "you out to keep your account safe.",
         Reason.TICKET_EXPIRED: "Your sign-in expired.",
@@ -59,6 +60,17 @@ def refused(exc, request):
         return forbidden(request)
     log.debug("refused %s %s: %s", request.method, request.path, expiry.reason or "not signed in")
     return refusal(request, expiry.policy, expiry.reason)
+
+
+@notfound_view_config()
+def not_found(exc, request):
+    """No such page: a page in the site's layout for browsers, JSON for the rest."""
+    if kind_of(request) is not RequestKind.PAGE:
+        return HTTPNotFound(json_body={"error": "not_found"}, content_type="application/json")
+    response = render_to_response("session_expiry:templates/not_found.jinja2",
+                                  {"path": request.path}, request=request)
+    response.status = 404
+    return response
 
 
 @view_config(context=StoreUnavailable, permission=NO_PERMISSION_REQUIRED)

@@ -223,7 +223,7 @@ def test_ended_request_drops_the_ticket_and_keeps_the_tombstone_cookie(app, cloc
 
 @pytest.mark.parametrize(("reason", "sentence"), [
     ("revoked", "An administrator ended your session."),
-    ("ended_by_user", "You ended this session from another of your sessions."),
+    ("ended_by_user", "You signed out this session from another device."),
     ("logged_out", "You signed out in another tab"),
 ])
 def test_session_ended_elsewhere_is_told_with_its_reason(app, clock, reason, sentence):

@@ -15,7 +15,7 @@ from webtest import TestApp
 from tests.conftest import ROOT, login, seed_users
 
 BIN = Path(sys.executable).parent
-TABLES = {"users", "sessions", "session_events"}
+TABLES = {"users", "sessions", "session_events", "session_refusals"}
 _databases = itertools.count(1)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pyramid.config import Configurator
 from pyramid.security import Allowed, Denied
 
-from ..security import SessionSecurityPolicy
+from ..security import ADMIN, SessionSecurityPolicy
+from .directory import AppUserDirectory
 
 
 class AppSecurityPolicy(SessionSecurityPolicy):
@@ -13,7 +14,7 @@ class AppSecurityPolicy(SessionSecurityPolicy):
     def permits(self, request, context, permission):
         if self.identity(request) is None:
             return Denied("no active session")
-        if permission == "admin":
+        if permission == ADMIN:
             user = request.user
             return Allowed("admin") if user and user.is_admin else Denied("not an admin")
         return Allowed("signed in")
@@ -31,6 +32,7 @@ def make_app(global_config, **settings):
         config.include("session_expiry")  # first: it loads the settings (and the environment)
         config.include(".db")
         config.set_security_policy(AppSecurityPolicy())
+        config.set_user_directory(AppUserDirectory(config.registry["dbsession_factory"]))
         config.set_default_permission("view")
         config.set_default_csrf_options(require_csrf=True)
         config.add_request_method(current_user, "user", reify=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from ..events import SessionEnded
+from ..reports.figures import ActiveQuery, EndsQuery, Page, Summary
 
 log = logging.getLogger(__name__)
 
@@ -138,18 +139,22 @@ def report(on_end: OnEnd, event: SessionEnded) -> None:
 
 
 class SweepThread:
-    """A daemon thread that calls ``sweep`` every ``every`` seconds until :meth:`stop`."""
+    """A daemon thread that calls ``sweep`` every ``every`` seconds until :meth:`stop`,
+    handing each ``SweepResult`` to ``observe`` (the metrics)."""
 
-    def __init__(self, sweep: Callable[[], object], every: float):
+    def __init__(self, sweep: Callable[[], SweepResult], every: float,
+                 observe: Callable[[SweepResult], object] | None = None):
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(sweep, every),
+        self._thread = threading.Thread(target=self._run, args=(sweep, every, observe),
                                         name="session-expiry-sweep", daemon=True)
         self._thread.start()
 
-    def _run(self, sweep, every):
+    def _run(self, sweep, every, observe):
         while not self._stop.wait(every):
             try:
-                sweep()
+                result = sweep()
+                if observe is not None:
+                    observe(result)
             except Exception:  # keep sweeping; one bad run must not stop it
                 log.exception("session sweep failed")
 
@@ -190,8 +195,30 @@ class SessionStore(Protocol):
         Returns the tombstone if this call ended the session, None otherwise.
         """
 
+    def end_user_sessions(self, user_id: str, reason: str, now: int,
+                          keep: str | None = None) -> list[SessionRecord]:
+        """End every open session of ``user_id`` (but ``keep``), each exactly once, as
+        :meth:`end` does; return the tombstones of those this call ended."""
+
+    def user_sessions(self, user_id: str) -> list[SessionRecord]:
+        """The open sessions of ``user_id``, most recently seen first."""
+
     def sweep(self, now: int) -> SweepResult:
         """End every overdue open session; prune tombstones past retention."""
+
+    # -- the report (``session_expiry.reports``) --------------------------------
+
+    def count_refusal(self, reason: str, now: int) -> None:
+        """Count one request refused for ``reason`` (the store may buffer the count)."""
+
+    def summary(self, now: int) -> Summary:
+        """The report's figures for the last 24 hours."""
+
+    def active_sessions(self, query: ActiveQuery) -> Page:
+        """A page of open sessions before their deadline (rows: ``SessionRecord``)."""
+
+    def recent_ends(self, query: EndsQuery) -> Page:
+        """A page of ended sessions, newest first (rows: ``SessionEnded``)."""
 
     def close(self) -> None:
         """Stop background work and release resources."""

@@ -12,15 +12,31 @@ import json
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 
 from ..decision import overdue_reason
 from ..events import SessionEnded
+from ..reports.figures import (
+    HOUR,
+    WINDOW,
+    Cursor,
+    EndCount,
+    after_cursor,
+    hours_ago,
+    length_bucket,
+    page_of,
+    percentile,
+    sort_value,
+    summarize,
+)
 from ..settings import Policy
 from . import EMPTY, OnEnd, SessionData, SessionRecord, SweepResult, SweepThread, merge, report
 
 log = logging.getLogger(__name__)
+
+#: How many ended sessions the memory store keeps for the report's "recent ends".
+RECENT_ENDS = 10_000
 
 
 @dataclass
@@ -41,6 +57,9 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._deadlines: list[tuple[int, str]] = []  # heap; stale items are skipped
         self._tombstones: deque[tuple[int, str]] = deque()  # in the order they ended
+        self._by_user: defaultdict[str, set[str]] = defaultdict(set)  # open keys per user
+        self._recent_ends: deque[SessionEnded] = deque(maxlen=RECENT_ENDS)  # oldest first
+        self._refusals: Counter = Counter()  # (hour, reason) -> requests
         self._sweeper: SweepThread | None = None
 
     # -- the protocol ---------------------------------------------------------
@@ -56,6 +75,7 @@ class MemoryStore:
             if key in self._entries:
                 raise ValueError(f"session {key[:12]} exists already")
             self._entries[key] = _Entry(record, "{}")
+            self._by_user[record.user_id].add(key)
             heapq.heappush(self._deadlines, (record.deadline, key))
         return record
 
@@ -101,6 +121,19 @@ class MemoryStore:
             report(self.on_end, SessionEnded.of(record))
         return record
 
+    def end_user_sessions(self, user_id, reason, now, keep=None):
+        with self._lock:
+            keys = self._by_user.get(str(user_id), set()) - {keep}
+            records = [self._end_locked(key, reason, now) for key in sorted(keys)]
+        for record in records:
+            report(self.on_end, SessionEnded.of(record))
+        return records
+
+    def user_sessions(self, user_id):
+        with self._lock:
+            records = [self._entries[key].record for key in self._by_user.get(str(user_id), ())]
+        return sorted(records, key=lambda record: (-record.last_seen, record.key))
+
     def sweep(self, now):
         started = time.monotonic()
         ended, pruned = [], 0
@@ -115,6 +148,8 @@ class MemoryStore:
             while self._tombstones and self._tombstones[0][0] <= horizon:
                 _, key = self._tombstones.popleft()
                 pruned += self._entries.pop(key, None) is not None
+            for bucket in [bucket for bucket in self._refusals if bucket[0] <= horizon]:
+                del self._refusals[bucket]
         for event in ended:
             report(self.on_end, event)
         return SweepResult(ended=Counter(event.reason for event in ended), notified=len(ended),
@@ -125,22 +160,72 @@ class MemoryStore:
             self._sweeper.stop()
             self._sweeper = None
 
-    # -- reports for tests and pages -------------------------------------------
+    # -- the report ------------------------------------------------------------
+
+    def count_refusal(self, reason, now):
+        with self._lock:
+            self._refusals[(now - now % HOUR, str(reason))] += 1
+
+    def summary(self, now):
+        since = now - WINDOW
+        with self._lock:
+            records = [entry.record for entry in self._entries.values()]
+            ends = [event for event in self._recent_ends if event.ended_at > since]
+            refusals = [(reason, count) for (hour, reason), count in self._refusals.items()
+                        if hour > since]
+        open_records = [record for record in records if record.is_open]
+        overdue = [record.deadline for record in open_records if record.deadline <= now]
+        end_counts = Counter((hours_ago(event.ended_at, now), event.reason,
+                              length_bucket(event.duration)) for event in ends)
+        lengths = sorted(event.duration for event in ends)
+        return summarize(
+            now, active=len(open_records) - len(overdue),
+            started=sum(record.created > since for record in records),
+            end_counts=[EndCount(*group, count) for group, count in end_counts.items()],
+            refusals=refusals, lengths=(percentile(lengths, .5), percentile(lengths, .9)),
+            sweeper_lag=now - min(overdue) if overdue else 0)
+
+    def active_sessions(self, query):
+        sort, descending = query.sort, query.sort.descending
+        with self._lock:
+            keys = (self._by_user.get(query.user_id, set()) if query.user_id is not None
+                    else self._entries.keys())
+            records = [self._entries[key].record for key in keys]
+        rows = sorted(
+            (record for record in records
+             if record.is_open and record.deadline > query.now
+             and after_cursor(sort_value(record, sort), record.key, query.after, descending)),
+            key=lambda record: (sort_value(record, sort), record.key), reverse=descending)
+        return page_of(rows[:query.limit + 1], query.limit,
+                       lambda record: Cursor(sort_value(record, sort), record.key))
+
+    def recent_ends(self, query):
+        with self._lock:
+            events = list(self._recent_ends)
+        rows = [event for event in reversed(events)
+                if (query.reason is None or event.reason == query.reason)
+                and (query.user_id is None or event.user_id == query.user_id)
+                and after_cursor(event.ended_at, event.session_key, query.after, True)]
+        rows.sort(key=lambda event: (event.ended_at, event.session_key), reverse=True)
+        return page_of(rows[:query.limit + 1], query.limit,
+                       lambda event: Cursor(event.ended_at, event.session_key))
 
     def records(self) -> list[SessionRecord]:
+        """Every record, open or ended (for tests)."""
         with self._lock:
             return [entry.record for entry in self._entries.values()]
 
     # -- the sweep thread ------------------------------------------------------
 
-    def start(self, interval: float = 1.0) -> None:
+    def start(self, interval: float = 1.0, observe=None) -> None:
         """Run :meth:`sweep` in a daemon thread until :meth:`close`.
 
         It looks four times per ``interval``, so a session ends less than
         ``interval`` after its deadline.
         """
         if self._sweeper is None:
-            self._sweeper = SweepThread(lambda: self.sweep(int(self.clock())), interval / 4)
+            self._sweeper = SweepThread(lambda: self.sweep(int(self.clock())), interval / 4,
+                                        observe)
 
     # -- internals -------------------------------------------------------------
 
@@ -151,5 +236,9 @@ class MemoryStore:
         entry.record = entry.record.ended(now, reason)
         entry.data = None
         self._tombstones.append((now, key))
+        self._by_user[entry.record.user_id].discard(key)
+        if not self._by_user[entry.record.user_id]:
+            del self._by_user[entry.record.user_id]
+        self._recent_ends.append(SessionEnded.of(entry.record))
         return entry.record
 

@@ -23,13 +23,28 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..events import SessionEnded
+from ..reports.figures import (
+    HOUR,
+    HOURS,
+    LENGTH_EDGES,
+    WINDOW,
+    ActiveSort,
+    Cursor,
+    EndCount,
+    page_of,
+    percentile,
+    summarize,
+)
 from ..settings import Policy
 from . import (
     EMPTY,
@@ -47,6 +62,8 @@ from . import (
 log = logging.getLogger(__name__)
 
 ENDED = "ended"
+#: Refusal counts are buffered in the process and written at most this often (seconds).
+REFUSALS_FLUSH_INTERVAL = 10
 
 
 class UTCDateTime(sa.types.TypeDecorator):
@@ -108,17 +125,31 @@ session_events = sa.Table(
 )
 
 # The sweeper's index covers only open sessions and no column a touch changes.
+session_refusals = sa.Table(
+    "session_refusals", metadata,
+    sa.Column("hour", UTCDateTime, primary_key=True),
+    sa.Column("reason", sa.String(32), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+
 sa.Index("ix_sessions_sweep_at", sessions.c.sweep_at,
          postgresql_where=sessions.c.ended_at.is_(None),
          sqlite_where=sessions.c.ended_at.is_(None))
 sa.Index("ix_sessions_user_id", sessions.c.user_id)
+sa.Index("ix_sessions_created", sessions.c.created)
 sa.Index("ix_sessions_ended_at", sessions.c.ended_at,
          postgresql_where=sessions.c.ended_at.is_not(None),
          sqlite_where=sessions.c.ended_at.is_not(None))
 sa.Index("ix_session_events_outbox", session_events.c.id,
          postgresql_where=session_events.c.notified_at.is_(None),
          sqlite_where=session_events.c.notified_at.is_(None))
-sa.Index("ix_session_events_at", session_events.c.at)
+# The report reads the last 24 hours of ends from this index alone (PostgreSQL: index-only).
+sa.Index("ix_session_events_at_key", session_events.c.at, session_events.c.session_key,
+         postgresql_include=["kind", "reason", "duration"])
+sa.Index("ix_session_events_reason_at_key", session_events.c.reason, session_events.c.at,
+         session_events.c.session_key)
+sa.Index("ix_session_events_user_id_at_key", session_events.c.user_id, session_events.c.at,
+         session_events.c.session_key)
 
 _OPEN = sessions.c.ended_at.is_(None)
 _DEADLINE = sa.case(
@@ -130,6 +161,26 @@ _OVERDUE_REASON = sa.case(
 _RECORD = (sessions.c.key, sessions.c.user_id, sessions.c.created, sessions.c.last_seen,
            sessions.c.idle_deadline, sessions.c.absolute_deadline, sessions.c.ended_at,
            sessions.c.end_reason, sessions.c.ip, sessions.c.user_agent)
+
+
+#: The column each order of the active list sorts by, and how a record gives its value.
+_ACTIVE_ORDER = {ActiveSort.STARTED: sessions.c.created,
+                 ActiveSort.LAST_SEEN: sessions.c.last_seen,
+                 ActiveSort.REMAINING: _DEADLINE}
+_SORT_VALUE = {ActiveSort.STARTED: lambda record: record.created,
+               ActiveSort.LAST_SEEN: lambda record: record.last_seen,
+               ActiveSort.REMAINING: lambda record: record.deadline}
+
+
+def _keyset(select, order, key, after: Cursor | None, descending: bool):
+    """Order ``select`` by (order, key) and start after the cursor: no OFFSET scans."""
+    if after is not None:
+        position = sa.tuple_(order, key)
+        cursor = sa.tuple_(sa.literal(at(after.value), UTCDateTime()), sa.literal(after.key))
+        select = select.where(position < cursor if descending else position > cursor)
+    if descending:
+        return select.order_by(order.desc(), key.desc())
+    return select.order_by(order, key)
 
 
 def _record(row) -> SessionRecord:
@@ -180,6 +231,9 @@ class SqlStore:
         # Re-entrant: a subscriber may end another session (and notify) in this thread.
         self._notifying = threading.RLock()
         self._row_locks = engine.dialect.name != "sqlite"
+        self._refusals: Counter = Counter()  # (hour, reason) -> requests not written yet
+        self._refusals_lock = threading.Lock()
+        self._refusals_flushed = time.monotonic()
 
     # -- the protocol ---------------------------------------------------------
 
@@ -255,8 +309,25 @@ class SqlStore:
             rows = self._end_rows(conn, sessions.c.key == key, str(reason), now)
         if not rows:
             return None
-        self.notify_pending(only=key)
+        self.notify_pending(only=[key])
         return _record(rows[0])
+
+    def end_user_sessions(self, user_id, reason, now, keep=None):
+        which = sessions.c.user_id == str(user_id)
+        if keep is not None:
+            which = sa.and_(which, sessions.c.key != keep)
+        with self._begin() as conn:
+            rows = self._end_rows(conn, which, str(reason), now)
+        if rows:
+            self.notify_pending(only=[row.key for row in rows])
+        return [_record(row) for row in rows]
+
+    def user_sessions(self, user_id):
+        with self._begin(readonly=True) as conn:
+            rows = conn.execute(sa.select(*_RECORD)
+                                .where(sessions.c.user_id == str(user_id), _OPEN)
+                                .order_by(sessions.c.last_seen.desc(), sessions.c.key))
+            return [_record(row) for row in rows]
 
     def sweep(self, now, batch: int = 500, progress=None) -> SweepResult:
         """End overdue sessions, send pending notifications, prune past retention.
@@ -283,8 +354,111 @@ class SqlStore:
         result.seconds = time.monotonic() - started
         return result
 
+    # -- the report ------------------------------------------------------------
+
+    def count_refusal(self, reason, now):
+        """Count in the process; write the counts at most every ``REFUSALS_FLUSH_INTERVAL``
+        seconds, so a burst of refused requests is not a burst of writes to one row."""
+        with self._refusals_lock:
+            self._refusals[(now - now % HOUR, str(reason))] += 1
+            due = time.monotonic() - self._refusals_flushed >= REFUSALS_FLUSH_INTERVAL
+        if due:
+            self.flush_refusals()
+
+    def flush_refusals(self) -> None:
+        """Add the counts buffered in this process to ``session_refusals``."""
+        with self._refusals_lock:
+            counts, self._refusals = self._refusals, Counter()
+            self._refusals_flushed = time.monotonic()
+        if not counts:
+            return
+        insert = (postgresql_insert if self._row_locks else sqlite_insert)(session_refusals)
+        insert = insert.on_conflict_do_update(
+            index_elements=["hour", "reason"],
+            set_={"count": session_refusals.c.count + insert.excluded["count"]})
+        try:
+            with self._begin() as conn:
+                conn.execute(insert, [{"hour": at(hour), "reason": reason, "count": count}
+                                      for (hour, reason), count in sorted(counts.items())])
+        except StoreUnavailable as error:  # keep them for the next flush
+            log.warning("refused-request counts not written yet: %s", error)
+            with self._refusals_lock:
+                self._refusals.update(counts)
+
+    def summary(self, now):
+        self.flush_refusals()
+        since = at(now - WINDOW)
+        events = session_events.c
+        recent = sa.and_(events.kind == ENDED, events.at > since)
+        hours_ago = sa.case(*[(events.at > at(now - (hour + 1) * HOUR), hour)
+                              for hour in range(HOURS - 1)], else_=HOURS - 1)
+        bucket = sa.case(*[(events.duration < edge, index)
+                           for index, edge in enumerate(LENGTH_EDGES)], else_=len(LENGTH_EDGES))
+        with self._begin(readonly=True) as conn:
+            active = conn.execute(
+                sa.select(sa.func.count()).select_from(sessions)
+                .where(_OPEN, sessions.c.idle_deadline > at(now),
+                       sessions.c.absolute_deadline > at(now))).scalar_one()
+            started = conn.execute(sa.select(sa.func.count()).select_from(sessions)
+                                   .where(sessions.c.created > since)).scalar_one()
+            end_counts = [EndCount(*row) for row in conn.execute(
+                sa.select(hours_ago, events.reason, bucket, sa.func.count())
+                .where(recent).group_by(hours_ago, events.reason, bucket))]
+            refusals = conn.execute(
+                sa.select(session_refusals.c.reason, sa.func.sum(session_refusals.c.count))
+                .where(session_refusals.c.hour > since)
+                .group_by(session_refusals.c.reason)).all()
+            lengths = self._length_percentiles(conn, recent)
+            oldest_overdue = conn.execute(
+                sa.select(sa.func.min(_DEADLINE))
+                .where(_OPEN, sessions.c.sweep_at <= at(now), at(now) >= _DEADLINE)).scalar()
+        return summarize(
+            now, active=active, started=started, end_counts=end_counts,
+            refusals=[(reason, int(count)) for reason, count in refusals], lengths=lengths,
+            sweeper_lag=now - seconds(oldest_overdue) if oldest_overdue is not None else 0)
+
+    def _length_percentiles(self, conn, recent) -> tuple[int | None, int | None]:
+        duration = session_events.c.duration
+        if self._row_locks:  # PostgreSQL sorts once for both
+            row = conn.execute(sa.select(
+                sa.func.percentile_disc(0.5).within_group(duration),
+                sa.func.percentile_disc(0.9).within_group(duration)).where(recent)).one()
+            return row[0], row[1]
+        lengths = conn.execute(sa.select(duration).where(recent).order_by(duration)).scalars()
+        lengths = list(lengths)
+        return percentile(lengths, .5), percentile(lengths, .9)
+
+    def active_sessions(self, query):
+        order = _ACTIVE_ORDER[query.sort]
+        now = at(query.now)
+        select = sa.select(*_RECORD).where(_OPEN, sessions.c.idle_deadline > now,
+                                           sessions.c.absolute_deadline > now)
+        if query.user_id is not None:
+            select = select.where(sessions.c.user_id == query.user_id)
+        select = _keyset(select, order, sessions.c.key, query.after, query.sort.descending)
+        with self._begin(readonly=True) as conn:
+            rows = [_record(row) for row in conn.execute(select.limit(query.limit + 1))]
+        return page_of(rows, query.limit, lambda record: Cursor(
+            _SORT_VALUE[query.sort](record), record.key))
+
+    def recent_ends(self, query):
+        events = session_events.c
+        select = sa.select(events.session_key, events.user_id, events.reason, events.at,
+                           events.duration).where(events.kind == ENDED)
+        if query.reason is not None:
+            select = select.where(events.reason == query.reason)
+        if query.user_id is not None:
+            select = select.where(events.user_id == query.user_id)
+        select = _keyset(select, events.at, events.session_key, query.after, descending=True)
+        with self._begin(readonly=True) as conn:
+            rows = [SessionEnded(row.session_key, row.user_id, row.reason, seconds(row.at),
+                                 row.duration)
+                    for row in conn.execute(select.limit(query.limit + 1))]
+        return page_of(rows, query.limit,
+                       lambda event: Cursor(event.ended_at, event.session_key))
+
     def records(self) -> list[SessionRecord]:
-        """Every record, open or ended (for tests and small reports)."""
+        """Every record, open or ended (for tests)."""
         with self._begin() as conn:
             return [_record(row) for row in conn.execute(sa.select(*_RECORD))]
 
@@ -292,6 +466,7 @@ class SqlStore:
         if self._sweeper is not None:
             self._sweeper.stop()
             self._sweeper = None
+        self.flush_refusals()
         self.engine.dispose()
 
     # -- the sweeper's parts ---------------------------------------------------
@@ -307,12 +482,12 @@ class SqlStore:
 
         At least once: a row is marked sent only after its subscribers ran, so
         a process that dies in between leaves it for the next sweep. A
-        subscriber that raises is logged, not retried. ``only``: just the one
-        session's, right after ending it.
+        subscriber that raises is logged, not retried. ``only``: just these
+        sessions' (keys), right after ending them.
         """
         pending = session_events.c.notified_at.is_(None)
         if only is not None:
-            pending = sa.and_(pending, session_events.c.session_key == only)
+            pending = sa.and_(pending, session_events.c.session_key.in_(only))
         claim = (sa.select(session_events).where(pending).order_by(session_events.c.id)
                  .limit(batch).with_for_update(skip_locked=True))
         sent = 0
@@ -367,15 +542,16 @@ class SqlStore:
                     break
         return pruned
 
-    def start(self, interval: float, batch: int = 500) -> None:
+    def start(self, interval: float, batch: int = 500, observe=None) -> None:
         """Sweep every ``interval`` seconds in a daemon thread until :meth:`close`."""
         def sweep():
             result = self.sweep(int(self.clock()), batch)
             if result.total_ended or result.notified or result.pruned:
                 log.info("swept: %s", result.summary())
+            return result
 
         if self._sweeper is None:
-            self._sweeper = SweepThread(sweep, interval)
+            self._sweeper = SweepThread(sweep, interval, observe)
 
     # -- internals -------------------------------------------------------------
 
