@@ -1,4 +1,5 @@
-"""the session report: refused-request counts, and indexes for its lists and figures
+"""the session report: refused-request counts, indexes for its lists and figures; user ids
+never reused
 
 Revision ID: 0003
 Revises: 0002
@@ -14,6 +15,12 @@ depends_on = None
 
 
 def upgrade():
+    # A removed user's id is never given to a new user: a session left open for the old
+    # one (the memory store, a session database that was down) cannot become the new one's.
+    if op.get_bind().dialect.name == "sqlite":
+        with op.batch_alter_table("users", recreate="always",
+                                  table_kwargs={"sqlite_autoincrement": True}):
+            pass
     op.create_table(
         "session_refusals",
         sa.Column("hour", sa.DateTime(timezone=True), primary_key=True),
@@ -40,3 +47,7 @@ def downgrade():
     op.create_index("ix_session_events_at", "session_events", ["at"])
     op.drop_index("ix_sessions_created", table_name="sessions")
     op.drop_table("session_refusals")
+    if op.get_bind().dialect.name == "sqlite":
+        with op.batch_alter_table("users", recreate="always",
+                                  table_kwargs={"sqlite_autoincrement": False}):
+            pass

@@ -69,11 +69,11 @@ class SessionExpiry:
         self.record = self.store.get(self.session_key) if self.session_key else None
         self.verdict = decide(self.ticket, self.session_key, self.record, self.now, self.policy)
 
-        if self.verdict.end_session:
-            self._end(self.verdict.reason)
-        elif self.verdict.reason in REFUSAL_REASONS:
+        if self.verdict.reason in REFUSAL_REASONS:
             self.store.count_refusal(self.verdict.reason, self.now)
             setup.metrics.count_refusal(self.verdict.reason)
+        if self.verdict.end_session:
+            self._end(self.verdict.reason)
         elif self.record is not None and self.record.is_open and not self.active:
             # A live session presented with a ticket that is not its own: its data
             # is not this client's to read, even on a page that needs no sign-in.

@@ -123,3 +123,19 @@ def test_alembic_migrates_a_separate_session_database_too(tmp_path, postgres, mo
         with engine.connect() as conn:
             assert conn.execute(sa.text(count)).scalar() == expected
         engine.dispose()
+
+
+def test_a_removed_users_id_is_never_given_to_a_new_user(empty_database):
+    command.upgrade(alembic_config(empty_database), "head")
+    engine = sa.create_engine(empty_database)
+    insert = sa.text("INSERT INTO users (username, password_hash, is_admin, created) "
+                     "VALUES (:name, 'x', false, CURRENT_TIMESTAMP) RETURNING id")
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert, {"name": "first"})
+            removed = conn.execute(insert, {"name": "removed"}).scalar()
+            conn.execute(sa.text("DELETE FROM users WHERE id = :id"), {"id": removed})
+            newcomer = conn.execute(insert, {"name": "newcomer"}).scalar()
+        assert newcomer > removed
+    finally:
+        engine.dispose()

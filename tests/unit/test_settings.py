@@ -269,3 +269,30 @@ def test_parse_duration_rejects_garbage(text):
 def test_describe_duration(seconds, text):
     assert describe_duration(seconds) == text
 
+
+
+# -- who may scrape /metrics -------------------------------------------------------------------
+
+def test_nobody_may_scrape_metrics_by_default():
+    _, policy = load(settings(), environ={})
+    assert policy.metrics_scrapers == ()
+    assert not policy.may_scrape("127.0.0.1")
+
+
+def test_metrics_scrapers_take_addresses_and_networks_separated_by_spaces_or_commas():
+    _, policy = load(settings(session_expiry__metrics_scrapers="127.0.0.1, 10.0.0.0/8 ::1"),
+                     environ={})
+    assert policy.may_scrape("127.0.0.1") and policy.may_scrape("10.20.30.40")
+    assert policy.may_scrape("::1")
+    assert not policy.may_scrape("127.0.0.2") and not policy.may_scrape("192.168.0.1")
+
+
+@pytest.mark.parametrize("address", [None, "", "not-an-address", "10.0.0.1, 10.0.0.2"])
+def test_a_client_address_that_is_not_one_address_may_not_scrape(address):
+    _, policy = load(settings(session_expiry__metrics_scrapers="0.0.0.0/0"), environ={})
+    assert not policy.may_scrape(address)
+
+
+def test_a_metrics_scraper_that_is_not_an_address_stops_start_up_naming_the_key():
+    with pytest.raises(ConfigurationError, match=r"session_expiry\.metrics_scrapers: 'prometheus'"):
+        load(settings(session_expiry__metrics_scrapers="prometheus"), environ={})

@@ -22,7 +22,9 @@ _STYLE = Style(background="transparent", plot_background="transparent",
                value_font_size=12, tooltip_font_size=12)
 _CONFIG = {"style": _STYLE, "js": [], "disable_xml_declaration": True, "width": 760,
            "height": 300, "legend_at_bottom": True, "print_values": False,
-           "show_y_guides": True, "no_data_text": "Nothing yet", "margin": 10}
+           "show_y_guides": True, "no_data_text": "Nothing yet", "margin": 10,
+           # Whole labels ("00:00", "8 h or more"), not pygal's "00…" and "8 h or m…".
+           "truncate_label": -1}
 
 
 def hour_labels(now: int) -> list[str]:
@@ -31,10 +33,25 @@ def hour_labels(now: int) -> list[str]:
             for hours in reversed(range(HOURS))]
 
 
+def count_ticks(peak: int, most: int = 8) -> list[int]:
+    """Whole-number ticks from 0 to at least ``peak``, at most ``most`` + 1 of them.
+
+    Sessions are counted: pygal's own ticks would offer 0.2 of a session.
+    """
+    magnitude = 1
+    while True:
+        for step in (magnitude, 2 * magnitude, 5 * magnitude):
+            steps = max(1, -(-peak // step))
+            if steps <= most:
+                return list(range(0, steps * step + 1, step))
+        magnitude *= 10
+
+
 def ends_per_hour(summary: Summary, label: str) -> Markup:
     chart = pygal.StackedBar(x_label_rotation=0, x_labels_major_every=3,
                              show_minor_x_labels=False, **_CONFIG)
     chart.x_labels = hour_labels(summary.now)
+    chart.y_labels = count_ticks(max(sum(hour.values()) for hour in summary.ends_per_hour))
     for reason in END_REASONS:
         chart.add(reason.replace("_", " "),
                   [summary.ends_per_hour[hours][reason] for hours in reversed(range(HOURS))])
@@ -44,6 +61,7 @@ def ends_per_hour(summary: Summary, label: str) -> Markup:
 def length_histogram(summary: Summary, label: str) -> Markup:
     chart = pygal.Bar(show_legend=False, **_CONFIG)
     chart.x_labels = LENGTH_LABELS
+    chart.y_labels = count_ticks(max(summary.length_histogram))
     chart.add("sessions", summary.length_histogram)
     return _inline(chart, label)
 

@@ -202,7 +202,7 @@ class MemoryStore:
     def recent_ends(self, query):
         with self._lock:
             events = list(self._recent_ends)
-        rows = [event for event in reversed(events)
+        rows = [event for event in events
                 if (query.reason is None or event.reason == query.reason)
                 and (query.user_id is None or event.user_id == query.user_id)
                 and after_cursor(event.ended_at, event.session_key, query.after, True)]

@@ -43,6 +43,7 @@ from ..reports.figures import (
     EndCount,
     page_of,
     percentile,
+    sort_value,
     summarize,
 )
 from ..settings import Policy
@@ -163,13 +164,10 @@ _RECORD = (sessions.c.key, sessions.c.user_id, sessions.c.created, sessions.c.la
            sessions.c.end_reason, sessions.c.ip, sessions.c.user_agent)
 
 
-#: The column each order of the active list sorts by, and how a record gives its value.
+#: The column each order of the active list sorts by (``figures.sort_value`` in SQL).
 _ACTIVE_ORDER = {ActiveSort.STARTED: sessions.c.created,
                  ActiveSort.LAST_SEEN: sessions.c.last_seen,
                  ActiveSort.REMAINING: _DEADLINE}
-_SORT_VALUE = {ActiveSort.STARTED: lambda record: record.created,
-               ActiveSort.LAST_SEEN: lambda record: record.last_seen,
-               ActiveSort.REMAINING: lambda record: record.deadline}
 
 
 def _keyset(select, order, key, after: Cursor | None, descending: bool):
@@ -439,7 +437,7 @@ class SqlStore:
         with self._begin(readonly=True) as conn:
             rows = [_record(row) for row in conn.execute(select.limit(query.limit + 1))]
         return page_of(rows, query.limit, lambda record: Cursor(
-            _SORT_VALUE[query.sort](record), record.key))
+            sort_value(record, query.sort), record.key))
 
     def recent_ends(self, query):
         events = session_events.c
