@@ -7,7 +7,7 @@ PIP    := $(PYTHON) -m pip --disable-pip-version-check -q
 # and the Chromium that Playwright drives (never a browser download).
 DEBIAN_PACKAGES := postgresql chromium
 
-.PHONY: run test install install-test system-packages clean
+.PHONY: run test bench install install-test system-packages clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -41,8 +41,12 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 test: install-test system-packages node_modules/.installed
-	$(VENV)/bin/ruff check src tests migrations
+	$(VENV)/bin/ruff check src tests migrations benchmarks
 	$(VENV)/bin/pytest
+
+# Long runs, kept out of `make test` (its smoke versions are in it). Starts its own PostgreSQL.
+bench: install-test system-packages
+	$(VENV)/bin/python -m benchmarks.report_scale
 
 clean:
 	rm -rf $(VENV) var .pytest_cache src/*.egg-info node_modules artifacts
