@@ -68,7 +68,20 @@ def length_histogram(summary: Summary, label: str) -> Markup:
 
 def _inline(chart, label: str) -> Markup:
     """The SVG as an image with a name; its data table is the longer text alternative."""
-    svg = chart.render(is_unicode=True)
-    # pygal escapes every label and value it writes; the label added here is escaped too.
-    named = svg.replace("<svg ", f'<svg role="img" aria-label="{Markup.escape(label)}" ', 1)
-    return Markup(named)  # noqa: S704
+
+    def named_without_scripts(root):
+        # pygal always writes an inline <script> with its config, whatever ``js`` says,
+        # and titles every chart "Pygal": drop the one, name the other.
+        for parent in list(root.iter()):
+            for child in list(parent):
+                if child.tag == "script":
+                    parent.remove(child)
+                elif child.tag == "title" and parent is root:
+                    child.text = label
+        root.set("role", "img")
+        root.set("aria-label", label)
+        return root
+
+    chart.add_xml_filter(named_without_scripts)
+    # pygal (ElementTree) escapes every label, value and attribute it writes.
+    return Markup(chart.render(is_unicode=True))  # noqa: S704

@@ -392,13 +392,18 @@ class SqlStore:
                               for hour in range(HOURS - 1)], else_=HOURS - 1)
         bucket = sa.case(*[(events.duration < edge, index)
                            for index, edge in enumerate(LENGTH_EDGES)], else_=len(LENGTH_EDGES))
+        # The single figures in one statement: one round trip instead of three.
+        figures = sa.select(
+            sa.select(sa.func.count()).select_from(sessions)
+            .where(_OPEN, sessions.c.idle_deadline > at(now),
+                   sessions.c.absolute_deadline > at(now)).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(sessions)
+            .where(sessions.c.created > since).scalar_subquery(),
+            sa.select(sa.func.min(_DEADLINE))
+            .where(_OPEN, sessions.c.sweep_at <= at(now), at(now) >= _DEADLINE)
+            .scalar_subquery())
         with self._begin(readonly=True) as conn:
-            active = conn.execute(
-                sa.select(sa.func.count()).select_from(sessions)
-                .where(_OPEN, sessions.c.idle_deadline > at(now),
-                       sessions.c.absolute_deadline > at(now))).scalar_one()
-            started = conn.execute(sa.select(sa.func.count()).select_from(sessions)
-                                   .where(sessions.c.created > since)).scalar_one()
+            active, started, oldest_overdue = conn.execute(figures).one()
             end_counts = [EndCount(*row) for row in conn.execute(
                 sa.select(hours_ago, events.reason, bucket, sa.func.count())
                 .where(recent).group_by(hours_ago, events.reason, bucket))]
@@ -407,9 +412,6 @@ class SqlStore:
                 .where(session_refusals.c.hour > since)
                 .group_by(session_refusals.c.reason)).all()
             lengths = self._length_percentiles(conn, recent)
-            oldest_overdue = conn.execute(
-                sa.select(sa.func.min(_DEADLINE))
-                .where(_OPEN, sessions.c.sweep_at <= at(now), at(now) >= _DEADLINE)).scalar()
         return summarize(
             now, active=active, started=started, end_counts=end_counts,
             refusals=[(reason, int(count)) for reason, count in refusals], lengths=lengths,
