@@ -338,7 +338,9 @@ def account_end_others(request):
 def metrics(request):
     """Prometheus text: for the scrapers ``metrics_scrapers`` names, and for administrators."""
     setup = request.registry.session_expiry
-    if not (setup.policy.may_scrape(request.client_addr) or request.has_permission(ADMIN)):
+    # The peer's address as the WSGI server gives it: ``client_addr`` would believe any
+    # client's X-Forwarded-For header.
+    if not (setup.policy.may_scrape(request.remote_addr) or request.has_permission(ADMIN)):
         raise HTTPForbidden()
     response = Response(generate_latest(setup.metrics.registry))
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
