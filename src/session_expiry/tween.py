@@ -180,7 +180,7 @@ class SessionExpiry:
 
     def user_sessions(self) -> list[SessionRecord]:
         """The signed-in user's open sessions (this one among them)."""
-        return self.store.user_sessions(self.userid) if self.active else []
+        return self.store.user_sessions(self.userid, self.now) if self.active else []
 
     def end_user_session(self, key: str) -> bool:
         """End another open session of the signed-in user ("sign out that device").

@@ -260,6 +260,8 @@ def test_summary_counts_active_started_ended_lengths_and_the_sweeper_lag(quiet_a
     for reason, length in lengths.items():
         key = new_key()
         store.open(key, "9999", start - 3000)
+        for touched in range(1000, length, 1000):  # never idle past its deadline
+            store.touch(key, start - 3000 + touched)
         store.end(key, reason, start - 3000 + length)
     alice = signed_in(app, "alice", real=True)
     clock.advance(90)

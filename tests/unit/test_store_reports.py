@@ -7,6 +7,7 @@ fixtures of ``test_stores`` (``kind``, ``make``, ``store``, ``ends``, ``clock``)
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -174,7 +175,7 @@ def test_user_sessions_lists_open_sessions_of_that_user_most_recently_seen_first
     store.open(key(4), "8", T0 + 30)
     store.touch(key(1), T0 + 50)
     store.end(key(3), "logged_out", T0 + 60)
-    sessions = store.user_sessions("7")
+    sessions = store.user_sessions("7", T0 + 60)
     assert [record.key for record in sessions] == [key(1), key(2)]
     assert sessions[0] == store.get(key(1))
     assert sessions[0].last_seen == T0 + 50
@@ -184,14 +185,31 @@ def test_user_sessions_seen_at_the_same_moment_come_in_key_order(store):
     names = range(6)
     for name in names:
         store.open(key(name), "7", T0)
-    assert [record.key for record in store.user_sessions("7")] == sorted(map(key, names))
+    assert [record.key for record in store.user_sessions("7", T0)] == sorted(map(key, names))
 
 
 def test_user_sessions_of_an_unknown_user_or_a_user_with_none_open_is_empty(store):
     store.open(key(1), "7", T0)
     store.end(key(1), "revoked", T0 + 1)
-    assert store.user_sessions("7") == []
-    assert store.user_sessions("nobody") == []
+    assert store.user_sessions("7", T0 + 1) == []
+    assert store.user_sessions("nobody", T0 + 1) == []
+
+
+def test_user_sessions_leave_out_sessions_past_their_deadline_not_swept_yet(store):
+    store.open(key(1), "7", T0)
+    store.open(key(2), "7", T0 + IDLE)
+    assert [record.key for record in store.user_sessions("7", T0 + IDLE)] == [key(2)]
+
+
+def test_ending_a_session_past_its_deadline_ends_it_for_its_timeout_whatever_the_caller_says(
+        store):
+    store.open(key(1), "7", T0)
+    store.open(key(2), "7", T0 + 100)
+    ended = store.end_user_sessions("7", "revoked", T0 + IDLE + 50)
+    assert {record.key: record.end_reason for record in ended} == {
+        key(1): "idle_timeout", key(2): "revoked"}
+    store.open(key(3), "8", T0)
+    assert store.end(key(3), "revoked", T0 + IDLE).end_reason == "idle_timeout"
 
 
 # -- summary ---------------------------------------------------------------------------------------
@@ -216,6 +234,8 @@ def tell_story(store) -> None:
     store.open(key("k3"), "3", NOW - 1000)
     store.end(key("k3"), "ended_by_user", NOW - 100)
     store.open(key("k4"), "3", NOW - 5000)
+    for touched in (1100, 2200, 3300):  # active to the end: past its idle deadline never
+        store.touch(key("k4"), NOW - 5000 + touched)
     store.end(key("k4"), "absolute_timeout", NOW - 5000 + ABSOLUTE)
     # active now
     store.open(key("a1"), "4", NOW - 600)
@@ -447,7 +467,7 @@ def end_crowd(store) -> list[SessionEnded]:
     """15 ended sessions of two users and three reasons, with ties on ended_at."""
     reasons = ("revoked", "logged_out", "idle_timeout")
     for index in range(15):
-        store.open(key(index), "7" if index % 2 else "8", NOW - 3000)
+        store.open(key(index), "7" if index % 2 else "8", NOW - 1100)
         store.end(key(index), reasons[index % 3], NOW - 1000 + (index // 4) * 100)
     store.open(key("open"), "7", NOW - 10)  # open: never in the list
     return [SessionEnded(record.key, record.user_id, record.end_reason, record.ended_at,
@@ -563,6 +583,19 @@ def test_sql_store_refusals_of_one_process_reach_another_once_flushed(make):
     second.flush_refusals()
     assert first.summary(NOW).refused_by_reason["session_lost"] == 2
     assert second.summary(NOW).refused_by_reason["session_lost"] == 2
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_sql_store_writes_buffered_refusals_by_itself_after_the_flush_interval(make):
+    first, second = make(), make()
+    first.refusals_flush_interval = 0.05  # seconds; ten in production
+    first.count_refusal("ticket_mismatch", NOW - 10)
+    first.count_refusal("ticket_mismatch", NOW - 5)
+    deadline = time.monotonic() + 5
+    while not raw(second, "SELECT count FROM session_refusals") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [tuple(row) for row in raw(second, "SELECT reason, count FROM session_refusals")] \
+        == [("ticket_mismatch", 2)], "no refusal waits for another one to be written"
 
 
 @pytest.mark.parametrize("kind", SQL_KINDS)

@@ -283,7 +283,7 @@ def revoke_target(request, params):
         return key, record.user_id, [record]
     user_id = form_value(params.get("user"), 64)
     if user_id:
-        records = store.user_sessions(user_id)
+        records = store.user_sessions(user_id, request.session_expiry.now)
         return (None, user_id, records) if records else None
     return None
 

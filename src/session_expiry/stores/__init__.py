@@ -192,6 +192,10 @@ class SessionStore(Protocol):
     def end(self, key: str, reason: str, now: int) -> SessionRecord | None:
         """End an open session: purge its data, keep a tombstone, report it once.
 
+        A session already past its deadline ends for that timeout, whatever
+        ``reason`` says: it was over before anyone asked (an administrator's
+        revoke of a session idle for an hour is not why it ended).
+
         Returns the tombstone if this call ended the session, None otherwise.
         """
 
@@ -200,8 +204,9 @@ class SessionStore(Protocol):
         """End every open session of ``user_id`` (but ``keep``), each exactly once, as
         :meth:`end` does; return the tombstones of those this call ended."""
 
-    def user_sessions(self, user_id: str) -> list[SessionRecord]:
-        """The open sessions of ``user_id``, most recently seen first."""
+    def user_sessions(self, user_id: str, now: int) -> list[SessionRecord]:
+        """The live sessions of ``user_id`` at ``now`` (open, before their deadline), most
+        recently seen first."""
 
     def sweep(self, now: int) -> SweepResult:
         """End every overdue open session; prune tombstones past retention."""

@@ -129,9 +129,10 @@ class MemoryStore:
             report(self.on_end, SessionEnded.of(record))
         return records
 
-    def user_sessions(self, user_id):
+    def user_sessions(self, user_id, now):
         with self._lock:
             records = [self._entries[key].record for key in self._by_user.get(str(user_id), ())]
+        records = [record for record in records if record.deadline > now]
         return sorted(records, key=lambda record: (-record.last_seen, record.key))
 
     def sweep(self, now):
@@ -233,7 +234,7 @@ class MemoryStore:
         entry = self._entries.get(key)
         if entry is None or not entry.record.is_open:
             return None
-        entry.record = entry.record.ended(now, reason)
+        entry.record = entry.record.ended(now, overdue_reason(entry.record, now) or reason)
         entry.data = None
         self._tombstones.append((now, key))
         self._by_user[entry.record.user_id].discard(key)

@@ -63,7 +63,7 @@ from . import (
 log = logging.getLogger(__name__)
 
 ENDED = "ended"
-#: Refusal counts are buffered in the process and written at most this often (seconds).
+#: Refusal counts are buffered in the process and written this long after the first (seconds).
 REFUSALS_FLUSH_INTERVAL = 10
 
 
@@ -231,7 +231,8 @@ class SqlStore:
         self._row_locks = engine.dialect.name != "sqlite"
         self._refusals: Counter = Counter()  # (hour, reason) -> requests not written yet
         self._refusals_lock = threading.Lock()
-        self._refusals_flushed = time.monotonic()
+        self._refusals_timer: threading.Timer | None = None
+        self.refusals_flush_interval = REFUSALS_FLUSH_INTERVAL
 
     # -- the protocol ---------------------------------------------------------
 
@@ -320,10 +321,12 @@ class SqlStore:
             self.notify_pending(only=[row.key for row in rows])
         return [_record(row) for row in rows]
 
-    def user_sessions(self, user_id):
+    def user_sessions(self, user_id, now):
         with self._begin(readonly=True) as conn:
             rows = conn.execute(sa.select(*_RECORD)
-                                .where(sessions.c.user_id == str(user_id), _OPEN)
+                                .where(sessions.c.user_id == str(user_id), _OPEN,
+                                       sessions.c.idle_deadline > at(now),
+                                       sessions.c.absolute_deadline > at(now))
                                 .order_by(sessions.c.last_seen.desc(), sessions.c.key))
             return [_record(row) for row in rows]
 
@@ -355,19 +358,27 @@ class SqlStore:
     # -- the report ------------------------------------------------------------
 
     def count_refusal(self, reason, now):
-        """Count in the process; write the counts at most every ``REFUSALS_FLUSH_INTERVAL``
-        seconds, so a burst of refused requests is not a burst of writes to one row."""
+        """Count in the process; a timer writes the counts ``REFUSALS_FLUSH_INTERVAL``
+        seconds after the first, so a burst of refused requests is one write, not a
+        burst of writes to one row."""
         with self._refusals_lock:
             self._refusals[(now - now % HOUR, str(reason))] += 1
-            due = time.monotonic() - self._refusals_flushed >= REFUSALS_FLUSH_INTERVAL
-        if due:
-            self.flush_refusals()
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._refusals_timer is None:
+            self._refusals_timer = threading.Timer(self.refusals_flush_interval,
+                                                   self.flush_refusals)
+            self._refusals_timer.daemon = True
+            self._refusals_timer.start()
 
     def flush_refusals(self) -> None:
         """Add the counts buffered in this process to ``session_refusals``."""
         with self._refusals_lock:
             counts, self._refusals = self._refusals, Counter()
-            self._refusals_flushed = time.monotonic()
+            if self._refusals_timer is not None:
+                self._refusals_timer.cancel()
+                self._refusals_timer = None
         if not counts:
             return
         insert = (postgresql_insert if self._row_locks else sqlite_insert)(session_refusals)
@@ -382,6 +393,7 @@ class SqlStore:
             log.warning("refused-request counts not written yet: %s", error)
             with self._refusals_lock:
                 self._refusals.update(counts)
+                self._schedule_flush()
 
     def summary(self, now):
         self.flush_refusals()
@@ -467,6 +479,9 @@ class SqlStore:
             self._sweeper.stop()
             self._sweeper = None
         self.flush_refusals()
+        with self._refusals_lock:  # a failed last write is not retried after the close
+            if self._refusals_timer is not None:
+                self._refusals_timer.cancel()
         self.engine.dispose()
 
     # -- the sweeper's parts ---------------------------------------------------
@@ -570,10 +585,16 @@ class SqlStore:
         return len(keys), ended
 
     def _end_rows(self, conn, which, reason, now):
-        """End the open sessions ``which`` selects and write their event rows."""
+        """End the open sessions ``which`` selects and write their event rows.
+
+        Sessions past their deadline end for their timeout, whatever ``reason`` says.
+        """
+        if reason is not None:
+            reason = sa.case((at(now) >= _DEADLINE, _OVERDUE_REASON), else_=sa.literal(reason))
         rows = conn.execute(
             sessions.update().where(which, _OPEN)
-            .values(ended_at=at(now), end_reason=reason or _OVERDUE_REASON, data=None)
+            .values(ended_at=at(now), end_reason=reason if reason is not None
+                    else _OVERDUE_REASON, data=None)
             .returning(*_RECORD)).all()
         if rows:
             conn.execute(session_events.insert(), [

@@ -185,8 +185,8 @@ def _later_command(ini: str, target: Target) -> str:
 
 
 def list_sessions(store, target: Target, now: int, out) -> None:
-    """One line per open session, most recently seen first."""
-    records = store.user_sessions(target.user_id)
+    """One line per live session, most recently seen first."""
+    records = store.user_sessions(target.user_id, now)
     if not records:
         print("no open sessions", file=out)
     for record in records:
@@ -194,7 +194,7 @@ def list_sessions(store, target: Target, now: int, out) -> None:
         print("  ".join((
             record.key[:12], f"started {when(record.created)}",
             f"last seen {when(record.last_seen)}",
-            f"{span(left)} left" if left else "overdue (ends at its next request or sweep)",
+            f"{span(left)} left",
             record.ip or "no IP", describe_device(record.user_agent))), file=out)
 
 
