@@ -23,6 +23,8 @@ tests_require = [
     "ruff>=0.6",
     "playwright>=1.45",
     "pytest-timeout>=2.3",
+    "hypothesis>=6.100",
+    "locust>=2.30",
 ]
 
 setup(
