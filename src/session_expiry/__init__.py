@@ -24,13 +24,13 @@ from __future__ import annotations
 from beaker.util import coerce_session_params
 from pyramid.csrf import CookieCSRFStoragePolicy
 from pyramid.tweens import INGRESS
-from pyramid_beaker import BeakerSessionFactoryConfig
 
 from . import settings as settings_module
 from .clock import resolve_clock
 from .events import SessionEnded, log_session_ended
 from .reports.metrics import Metrics
 from .security import SessionSecurityPolicy
+from .stores.beaker import session_factory
 from .ticket import derive_secret
 from .tween import ExpirySetup, session_expiry, session_touch_deriver
 
@@ -78,13 +78,13 @@ def includeme(config):
         policy=policy, store=store, clock=clock,
         ticket_secret=derive_secret(policy.secret, "auth-ticket"),
         cookie_secret=cookie_secret,
-        session_cookie=beaker.get("key", "beaker.session.id"),
+        session_cookie=policy.session_cookie,
         metrics=metrics,
     )
-    config.set_session_factory(
-        BeakerSessionFactoryConfig(**beaker, secret=cookie_secret, store=store))
+    config.set_session_factory(session_factory(**beaker, secret=cookie_secret, store=store))
     config.set_csrf_storage_policy(TextCSRFStoragePolicy(
-        secure=policy.cookie_secure, httponly=True, samesite=policy.cookie_samesite))
+        cookie_name=policy.csrf_cookie, secure=policy.cookie_secure, httponly=True,
+        samesite=policy.cookie_samesite, domain=policy.cookie_domain, path=policy.cookie_path))
     config.set_security_policy(SessionSecurityPolicy())
 
     config.include("pyramid_jinja2")

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from pyramid.httpexceptions import (
     HTTPForbidden,
+    HTTPRequestEntityTooLarge,
     HTTPSeeOther,
     HTTPServiceUnavailable,
     HTTPUnauthorized,
@@ -124,6 +125,21 @@ def unavailable(request) -> Response:
         response = HTTPServiceUnavailable(json_body={"error": "unavailable"},
                                           content_type="application/json")
     response.retry_after = RETRY_AFTER
+    response.cache_control = "no-store"
+    return response
+
+
+def too_large(request, limit: int) -> Response:
+    """A change that would make the session hold more than ``max_session_size``: not saved."""
+    kilobytes = limit // 1024
+    if kind_of(request) is RequestKind.PAGE:
+        response = HTTPRequestEntityTooLarge(
+            f"This change would make your session hold more than {kilobytes} KiB, the most "
+            "this site keeps, so it was not saved. Remove something and try again.")
+    else:
+        response = HTTPRequestEntityTooLarge(
+            json_body={"error": "session_too_large", "limit": limit},
+            content_type="application/json")
     response.cache_control = "no-store"
     return response
 

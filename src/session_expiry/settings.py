@@ -48,8 +48,15 @@ BEAKER_REQUIRED = {
 KNOWN = frozenset({
     "idle_timeout", "absolute_timeout", "warn_before", "touch_interval", "retention",
     "sweep_interval", "poll_interval", "activity_extends", "secret", "login_url",
-    "expired_url", "clock", "metrics_scrapers",
+    "expired_url", "clock", "metrics_scrapers", "max_session_size",
 })
+
+#: Paths the add-on serves itself: ``login_url`` and ``expired_url`` must not be one.
+ADDON_PATHS = ("/session/status", "/session/extend", "/logout", "/metrics", "/admin/sessions",
+               "/account/sessions")
+ADDON_PREFIXES = ("/session-expiry-static/", "/admin/sessions/", "/account/sessions/")
+#: Cookie name prefixes browsers enforce (RFC 6265bis): what each requires.
+HOST_PREFIX, SECURE_PREFIX = "__Host-", "__Secure-"
 
 #: Beaker options that contradict the design: (name, problem, what to write).
 FORBIDDEN = (
@@ -124,6 +131,15 @@ class Policy:
     activity_extends: bool = True
     #: Networks whose clients may read /metrics without signing in (Prometheus).
     metrics_scrapers: tuple[IPv4Network | IPv6Network, ...] = ()
+    #: The cookies: the session cookie is ``session.key``; the auth ticket and the CSRF
+    #: cookie take its ``__Host-``/``__Secure-`` prefix, its domain and its path.
+    session_cookie: str = "beaker.session.id"
+    ticket_cookie: str = "auth_tkt"
+    csrf_cookie: str = "csrf_token"
+    cookie_domain: str | None = None
+    cookie_path: str = "/"
+    #: The most a session's data may hold, serialized (bytes); a write past it gets 413.
+    max_session_size: int = 64 * 1024
 
     def may_scrape(self, address: str | None) -> bool:
         """True when ``address`` (the client's, as the WSGI server gives it) may read /metrics."""
@@ -229,7 +245,21 @@ def _check_beaker(beaker: dict) -> dict:
         raise _fail("session.samesite", "browsers refuse SameSite=None without Secure",
                     "write session.secure = true, or session.samesite = Lax")
     beaker["samesite"] = samesite
+    _check_cookie_prefix(beaker)
     return beaker
+
+
+def _check_cookie_prefix(beaker: dict) -> None:
+    """A ``__Host-`` or ``__Secure-`` cookie name that the browser would refuse stops start-up."""
+    key = str(beaker.get("key") or "")
+    if key.startswith((HOST_PREFIX, SECURE_PREFIX)) and not beaker["secure"]:
+        raise _fail("session.secure", f"browsers refuse a {key!r} cookie without Secure",
+                    "write session.secure = true")
+    if key.startswith(HOST_PREFIX) and (_given(beaker.get("cookie_domain"))
+                                        or str(beaker.get("cookie_path") or "/") != "/"):
+        raise _fail("session.key", f"browsers refuse a {key!r} cookie with a domain or a path "
+                    "other than /", "remove session.cookie_domain and session.cookie_path, or "
+                    "drop the __Host- prefix")
 
 
 def load(settings: dict, environ=os.environ) -> tuple[dict, Policy]:
@@ -287,28 +317,88 @@ def load(settings: dict, environ=os.environ) -> tuple[dict, Policy]:
                     "write sqlalchemy.url (the application database) or session.url, or set "
                     "SQLALCHEMY_URL or SESSION_URL")
 
+    login_url, expired_url = _pages(settings)
+
+    sweep_interval = _sweep_interval(settings, store_type)
+    if store_type == "expiry:memory" and sweep_interval is None:
+        raise _fail(PREFIX + "sweep_interval", "is off, but nothing else ends the memory "
+                    "store's sessions or fires their end events",
+                    f"write {PREFIX}sweep_interval = 1s (or leave it out)")
+
+    session_cookie, ticket_cookie, csrf_cookie = _cookie_names(beaker)
+
+    policy = Policy(
+        idle_timeout=idle, absolute_timeout=absolute, warn_before=warn, touch_interval=touch,
+        retention=retention, secret=secret, login_url=login_url, expired_url=expired_url,
+        store_type=store_type, sweep_interval=sweep_interval,
+        store_url=store_url, cookie_secure=beaker["secure"], cookie_samesite=beaker["samesite"],
+        poll_interval=poll, activity_extends=activity_extends,
+        metrics_scrapers=_networks(settings, "metrics_scrapers"),
+        session_cookie=session_cookie, ticket_cookie=ticket_cookie, csrf_cookie=csrf_cookie,
+        cookie_domain=str(beaker.get("cookie_domain") or "").strip() or None,
+        cookie_path=str(beaker.get("cookie_path") or "/").strip(),
+        max_session_size=_size(settings, "max_session_size", _DEFAULT.max_session_size),
+    )
+    settings.update({"session." + k: v for k, v in beaker.items()})
+    return settings, policy
+
+
+def _pages(settings: dict) -> tuple[str, str]:
+    """``login_url`` and ``expired_url``: two plain paths, neither one of the add-on's own."""
     login_url = _local_path(settings, "login_url", _DEFAULT.login_url)
     expired_url = _local_path(settings, "expired_url", _DEFAULT.expired_url)
     if login_url == expired_url:
         raise _fail(PREFIX + "expired_url", "is the same page as login_url",
                     f"write e.g. {PREFIX}expired_url = {_DEFAULT.expired_url}")
+    for name, path in (("login_url", login_url), ("expired_url", expired_url)):
+        if path in ADDON_PATHS or path.startswith(ADDON_PREFIXES):
+            raise _fail(PREFIX + name, f"{path} is a page of the add-on's own",
+                        f"write e.g. {PREFIX}{name} = {getattr(_DEFAULT, name)}")
+    return login_url, expired_url
 
-    policy = Policy(
-        idle_timeout=idle, absolute_timeout=absolute, warn_before=warn, touch_interval=touch,
-        retention=retention, secret=secret, login_url=login_url, expired_url=expired_url,
-        store_type=store_type, sweep_interval=_sweep_interval(settings, store_type),
-        store_url=store_url, cookie_secure=beaker["secure"], cookie_samesite=beaker["samesite"],
-        poll_interval=poll, activity_extends=activity_extends,
-        metrics_scrapers=_networks(settings, "metrics_scrapers"),
-    )
-    settings.update({"session." + k: v for k, v in beaker.items()})
-    return settings, policy
+
+def _cookie_names(beaker: dict) -> tuple[str, str, str]:
+    """The session cookie's name, and the auth ticket's and the CSRF cookie's, which take
+    its ``__Host-``/``__Secure-`` prefix."""
+    session_cookie = str(beaker.get("key") or _DEFAULT.session_cookie)
+    prefix = next((p for p in (HOST_PREFIX, SECURE_PREFIX) if session_cookie.startswith(p)), "")
+    ticket_cookie, csrf_cookie = prefix + _DEFAULT.ticket_cookie, prefix + _DEFAULT.csrf_cookie
+    if session_cookie in (ticket_cookie, csrf_cookie):
+        raise _fail("session.key", f"{session_cookie!r} is the name of the auth ticket or the "
+                    "CSRF cookie", "write e.g. session.key = session")
+    return session_cookie, ticket_cookie, csrf_cookie
 
 
 def _sweep_interval(settings: dict, store_type: str) -> int | None:
     if str(settings.get(PREFIX + "sweep_interval") or "").strip().lower() == "off":
         return None
     return _duration(settings, "sweep_interval", STORE_TYPES[store_type])
+
+
+_SIZE = re.compile(r"(\d+)\s*(b|kib|mib)?")
+_SIZE_UNITS = {None: 1, "b": 1, "kib": 1024, "mib": 1024 * 1024}
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from ``65536``, ``64KiB`` or ``1MiB``."""
+    match = _SIZE.fullmatch(str(text).strip().lower())
+    if match is None:
+        raise ValueError(f"{text!r} is not a size (write e.g. 65536, 64KiB, 1MiB)")
+    return int(match[1]) * _SIZE_UNITS[match[2]]
+
+
+def _size(settings: dict, name: str, default: int) -> int:
+    key = PREFIX + name
+    raw = settings.get(key)
+    if not _given(raw):
+        return default
+    try:
+        size = parse_size(raw)
+    except ValueError as error:
+        raise _fail(key, str(error), f"write e.g. {key} = 64KiB") from None
+    if size < 1024:
+        raise _fail(key, f"{size} bytes cannot hold a session", f"write e.g. {key} = 64KiB")
+    return size
 
 
 def _networks(settings: dict, name: str) -> tuple:

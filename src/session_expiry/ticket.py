@@ -18,7 +18,6 @@ from .decision import Ticket
 
 log = logging.getLogger(__name__)
 
-TICKET_COOKIE = "auth_tkt"
 HASHALG = "sha512"
 #: Tickets are not bound to the client's address: phones change networks.
 IP = "0.0.0.0"  # noqa: S104 (an address in the digest, not a bind)

@@ -16,6 +16,8 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
+from ipaddress import ip_address
 
 from beaker.session import SignedCookie
 from pyramid.csrf import new_csrf_token
@@ -25,16 +27,19 @@ from .decision import Reason, State, Verdict, decide, ending_reason, ticket_bind
 from .redirects import safe_path
 from .reports.figures import REFUSAL_REASONS
 from .reports.metrics import Metrics
-from .responses import unavailable, with_query
+from .responses import too_large, unavailable, with_query
 from .settings import Policy, describe_duration
 from .stores import SessionRecord, SessionStore, StoreUnavailable, session_key
-from .ticket import TICKET_COOKIE, build_ticket, read_ticket
+from .stores.beaker import data_size
+from .ticket import build_ticket, read_ticket
 
 log = logging.getLogger(__name__)
 
 _SESSION_ID = re.compile(r"[0-9a-f]{32}")
 MAX_COOKIE_LENGTH = 512
 USER_AGENT_LENGTH = 512
+#: The longest address the stores keep (an IPv4-mapped IPv6 address).
+IP_LENGTH = 45
 
 
 @dataclass(frozen=True)
@@ -62,10 +67,16 @@ class SessionExpiry:
         self._activity = False  # a view that counts as activity ran
         self._touched = False
 
-        cookies = readable_cookies(request)
-        self._ticket_sent = TICKET_COOKIE in cookies
-        self.ticket = read_ticket(setup.ticket_secret, cookies.get(TICKET_COOKIE))
-        self.session_key = read_session_key(setup.cookie_secret, cookies.get(setup.session_cookie))
+        # The Cookie header is read here, once; Beaker is handed the session judged here
+        # (see ``stores.beaker.session_factory``) and never parses the header itself.
+        header = readable_cookie_header(request)
+        self._ticket_sent = self.policy.ticket_cookie in request.cookies
+        self.ticket = read_ticket(setup.ticket_secret,
+                                  agreed_cookie(header, self.policy.ticket_cookie))
+        #: The session id the cookie names, validly signed; None for none (or two).
+        self.session_id = read_session_id(setup.cookie_secret,
+                                          agreed_cookie(header, self.policy.session_cookie))
+        self.session_key = session_key(self.session_id) if self.session_id else None
         self.record = self.store.get(self.session_key) if self.session_key else None
         self.verdict = decide(self.ticket, self.session_key, self.record, self.now, self.policy)
 
@@ -74,10 +85,6 @@ class SessionExpiry:
             setup.metrics.count_refusal(self.verdict.reason)
         if self.verdict.end_session:
             self._end(self.verdict.reason)
-        elif self.record is not None and self.record.is_open and not self.active:
-            # A live session presented with a ticket that is not its own: its data
-            # is not this client's to read, even on a page that needs no sign-in.
-            self._hide_session_cookie()
 
     # -- what views and templates read ------------------------------------------
 
@@ -164,11 +171,12 @@ class SessionExpiry:
         session = self.request.session
         if self.active:
             self.store.end(self.record.key, Reason.LOGGED_OUT, self.now)
-        session.invalidate()  # a fresh random id, whatever id the client sent
+        session.renew()  # a fresh random id, whatever id the client sent
+        self.session_id = session.id
         self.session_key = session_key(session.id)
         self.record = self.store.open(
             self.session_key, str(userid), self.now,
-            ip=self.request.client_addr,
+            ip=peer_address(self.request.environ),
             user_agent=(self.request.user_agent or "")[:USER_AGENT_LENGTH] or None,
         )
         session.changed()  # make Beaker write the entry's data and send the new cookie
@@ -213,6 +221,33 @@ class SessionExpiry:
 
     # -- what the tween does on the way out --------------------------------------
 
+    def save_session(self, response):
+        """Write the session's changes now, before the answer leaves; return the answer.
+
+        Saving here, not in pyramid_beaker's response callback, lets the answer say
+        what happened: a store that is down gives a 503, data past
+        ``max_session_size`` a 413 (nothing saved). A view that raised keeps nothing.
+        """
+        session = self.request.__dict__.get("session")
+        if session is None or not session.accessed() or not session.dirty():
+            return response
+        if self.request.exception is not None:
+            return response
+        size = data_size(session)
+        if size > self.policy.max_session_size:
+            log.warning("session %s: %d bytes is past max_session_size; not saved",
+                        (self.session_key or "")[:12], size)
+            return too_large(self.request, self.policy.max_session_size)
+        try:
+            session.persist()
+        except StoreUnavailable as error:
+            log.error("session store unavailable, session data not saved: %s", error)
+            return unavailable(self.request)
+        cookie = session.__dict__["_headers"].get("cookie_out")
+        if cookie and session.__dict__["_headers"].get("set_cookie"):
+            response.headerlist.append(("Set-Cookie", cookie))
+        return response
+
     def apply(self, response) -> None:
         """Touch if due, reissue the ticket with it, and tell the client the figures."""
         if self._touch_due:
@@ -225,7 +260,9 @@ class SessionExpiry:
             if self.ticket is None or self.ticket.issued != issued:
                 value = build_ticket(self.setup.ticket_secret, self.record.user_id,
                                      ticket_binding(self.record.key), issued)
-                response.set_cookie(TICKET_COOKIE, value, path="/", httponly=True,
+                response.set_cookie(self.policy.ticket_cookie, value, httponly=True,
+                                    path=self.policy.cookie_path,
+                                    domain=self.policy.cookie_domain,
                                     secure=self.policy.cookie_secure,
                                     samesite=self.policy.cookie_samesite)
             response.headers["Session-Expires-In"] = str(self.remaining)
@@ -233,7 +270,8 @@ class SessionExpiry:
             if not response.headers.get("Cache-Control"):
                 response.cache_control = "private, no-store"
         elif self._ticket_sent:
-            response.delete_cookie(TICKET_COOKIE, path="/")
+            response.delete_cookie(self.policy.ticket_cookie, path=self.policy.cookie_path,
+                                   domain=self.policy.cookie_domain)
 
     # -- internals -------------------------------------------------------------
 
@@ -261,19 +299,61 @@ class SessionExpiry:
         reason = self.record.end_reason if self.record else Reason.SESSION_LOST
         self.verdict = Verdict(State.ENDED, Reason(reason))
 
-    def _hide_session_cookie(self) -> None:
-        name = self.setup.session_cookie
-        _keep_cookies(self.request.environ, lambda part: part.strip().partition("=")[0] != name)
+
+def peer_address(environ) -> str | None:
+    """The client's address as the WSGI server gives it (``REMOTE_ADDR``), or None.
+
+    Behind a proxy the server has already put the client's address there when it
+    trusts that proxy (waitress: ``trusted_proxy``); a raw ``X-Forwarded-For`` is
+    anybody's word and is never read here.
+    """
+    try:
+        address = str(ip_address(environ.get("REMOTE_ADDR") or ""))
+    except ValueError:
+        return None
+    return address if len(address) <= IP_LENGTH else None
 
 
-def read_session_key(cookie_secret: str, value: str | None) -> str | None:
-    """The store key of the session a (Beaker-signed) session cookie names, or None."""
+def read_session_id(cookie_secret: str, value: str | None) -> str | None:
+    """The session id a (Beaker-signed) session cookie names, or None."""
     if not value or len(value) > MAX_COOKIE_LENGTH:
         return None
     session_id, _ = SignedCookie(cookie_secret).value_decode(value)
     if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
         return None
-    return session_key(session_id)
+    return session_id
+
+
+def read_session_key(cookie_secret: str, value: str | None) -> str | None:
+    """The store key of the session a session cookie names, or None."""
+    session_id = read_session_id(cookie_secret, value)
+    return session_key(session_id) if session_id else None
+
+
+def agreed_cookie(header: str, name: str) -> str | None:
+    """The one value of cookie ``name`` that every parser reads in ``header``, or None.
+
+    WebOb (the tween, the CSRF check) takes the last of two cookies of one name;
+    Python's ``http.cookies`` (Beaker's parser) stops at a stray quote and takes
+    the first. A header the two read differently, or that holds two different
+    values, names no cookie at all: nobody can aim one reader at one session and
+    another reader at another.
+    """
+    values = {value for key, value in _webob_cookies(header) if key == name}
+    if len(values) != 1:
+        return None
+    value = values.pop()
+    standard = SimpleCookie()
+    try:
+        standard.load(header)
+    except CookieError:
+        return None
+    morsel = standard.get(name)
+    return value if morsel is not None and morsel.value == value else None
+
+
+def _webob_cookies(header: str) -> list[tuple[str, str]]:
+    return [(key.decode("utf-8"), value.decode("utf-8")) for key, value in parse_cookie(header)]
 
 
 def _keep_cookies(environ, keep) -> int:
@@ -284,8 +364,8 @@ def _keep_cookies(environ, keep) -> int:
     return len(parts) - len(kept)
 
 
-def readable_cookies(request):
-    """``request.cookies``, after dropping cookies whose bytes are not UTF-8.
+def readable_cookie_header(request) -> str:
+    """The Cookie header, after dropping cookies whose bytes are not UTF-8.
 
     WebOb raises on such a cookie wherever it is read (here, in the CSRF
     check, ...); a client that sends one is treated as if it had not, never
@@ -295,7 +375,7 @@ def readable_cookies(request):
     if not header.isascii() and not _decodes(header):
         log.info("dropped %d cookie(s) that are not UTF-8",
                  _keep_cookies(request.environ, _decodes))
-    return request.cookies
+    return request.environ.get("HTTP_COOKIE", "")
 
 
 def _decodes(header: str) -> bool:
@@ -319,7 +399,7 @@ def expiry_tween_factory(handler, registry):
         except StoreUnavailable as error:
             log.error("session store unavailable: %s", error)
             return unavailable(request)
-        response = handler(request)
+        response = expiry.save_session(handler(request))
         expiry.apply(response)
         return response
 

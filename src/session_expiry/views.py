@@ -140,6 +140,10 @@ def extend(request):
 @view_config(route_name="session_expiry.logout", request_method="POST",
              permission=NO_PERMISSION_REQUIRED, require_csrf=True)
 def logout(request):
+    """Sign out. The browser is asked to drop its cached pages of the session (never on
+    an expiry: the drafts kept for after the next sign-in must survive that)."""
     forget(request)
-    return HTTPSeeOther(location=with_query(request.session_expiry.policy.login_url,
-                                            logged_out="1"))
+    response = HTTPSeeOther(location=with_query(request.session_expiry.policy.login_url,
+                                                logged_out="1"))
+    response.headers["Clear-Site-Data"] = '"cache"'
+    return response

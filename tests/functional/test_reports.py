@@ -188,8 +188,8 @@ def lost_session_browser(app: TestApp, userid: str) -> TestApp:
 
 @pytest.fixture
 def quiet_app(apps) -> TestApp:
-    """The app without the memory store's sweep thread: nothing ends unless a test ends it."""
-    return apps(session_expiry__sweep_interval="off")
+    """The app whose sweep thread never comes round: nothing ends unless a test ends it."""
+    return apps(session_expiry__sweep_interval="1d")
 
 
 @pytest.fixture

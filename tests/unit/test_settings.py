@@ -296,3 +296,82 @@ def test_a_client_address_that_is_not_one_address_may_not_scrape(address):
 def test_a_metrics_scraper_that_is_not_an_address_stops_start_up_naming_the_key():
     with pytest.raises(ConfigurationError, match=r"session_expiry\.metrics_scrapers: 'prometheus'"):
         load(settings(session_expiry__metrics_scrapers="prometheus"), environ={})
+
+
+# -- contradictions that used to start silently ------------------------------------------------
+
+def test_the_memory_store_without_a_sweep_stops_start_up_naming_the_key():
+    with pytest.raises(ConfigurationError, match=r"session_expiry\.sweep_interval: is off"):
+        load(settings(session_expiry__sweep_interval="off"), environ={})
+
+
+def test_the_sql_store_may_leave_sweeping_to_session_sweeper():
+    _, policy = load(settings(session__type="expiry:sql", sqlalchemy__url="sqlite://",
+                              session_expiry__sweep_interval="off"), environ={})
+    assert policy.sweep_interval is None
+
+
+@pytest.mark.parametrize(("key", "secure"), [
+    ("auth_tkt", "false"), ("csrf_token", "false"),
+    ("__Host-auth_tkt", "true"), ("__Secure-csrf_token", "true")])
+def test_a_session_cookie_named_like_the_ticket_or_csrf_cookie_stops_start_up(key, secure):
+    with pytest.raises(ConfigurationError, match=r"session\.key: .* is the name of the auth"):
+        load(settings(session__key=key, session__secure=secure), environ={})
+
+
+def test_the_ticket_and_csrf_cookies_take_the_session_cookies_host_prefix():
+    _, policy = load(settings(session__key="__Host-session", session__secure="true"),
+                     environ={})
+    assert (policy.session_cookie, policy.ticket_cookie, policy.csrf_cookie) == (
+        "__Host-session", "__Host-auth_tkt", "__Host-csrf_token")
+
+
+def test_without_a_prefix_the_cookies_keep_their_plain_names():
+    _, policy = load(settings(session__key="session"), environ={})
+    assert (policy.ticket_cookie, policy.csrf_cookie) == ("auth_tkt", "csrf_token")
+
+
+def test_a_host_prefixed_session_cookie_without_secure_stops_start_up():
+    with pytest.raises(ConfigurationError, match=r"session\.secure: browsers refuse"):
+        load(settings(session__key="__Host-session"), environ={})
+
+
+@pytest.mark.parametrize("scope", [{"session__cookie_domain": "example.org"},
+                                   {"session__cookie_path": "/app"}])
+def test_a_host_prefixed_session_cookie_with_a_domain_or_path_stops_start_up(scope):
+    with pytest.raises(ConfigurationError, match=r"session\.key: browsers refuse"):
+        load(settings(session__key="__Host-session", session__secure="true", **scope),
+             environ={})
+
+
+def test_the_ticket_and_csrf_cookies_follow_the_session_cookies_domain_and_path():
+    _, policy = load(settings(session__cookie_domain="example.org", session__cookie_path="/app"),
+                     environ={})
+    assert (policy.cookie_domain, policy.cookie_path) == ("example.org", "/app")
+
+
+@pytest.mark.parametrize("name", ["login_url", "expired_url"])
+@pytest.mark.parametrize("path", ["/session/status", "/session/extend", "/logout", "/metrics",
+                                  "/admin/sessions", "/account/sessions",
+                                  "/session-expiry-static/x", "/admin/sessions/revoke"])
+def test_a_page_colliding_with_the_add_ons_own_routes_stops_start_up(name, path):
+    with pytest.raises(ConfigurationError, match=rf"session_expiry\.{name}: {path} is a page"):
+        load(settings(**{f"session_expiry__{name}": path}), environ={})
+
+
+@pytest.mark.parametrize(("text", "size"), [("65536", 65536), ("64KiB", 65536),
+                                            ("1MiB", 1048576), ("2048 b", 2048)])
+def test_max_session_size_reads_bytes_kib_and_mib(text, size):
+    _, policy = load(settings(session_expiry__max_session_size=text), environ={})
+    assert policy.max_session_size == size
+
+
+def test_max_session_size_defaults_to_64_kib():
+    _, policy = load(settings(), environ={})
+    assert policy.max_session_size == 64 * 1024
+
+
+@pytest.mark.parametrize("text", ["lots", "64KB", "-1", "100"])
+def test_a_max_session_size_that_is_not_a_usable_size_stops_start_up(text):
+    with pytest.raises(ConfigurationError, match=r"session_expiry\.max_session_size"):
+        load(settings(session_expiry__max_session_size=text), environ={})

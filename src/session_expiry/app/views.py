@@ -16,6 +16,9 @@ from .models import authenticate
 log = logging.getLogger(__name__)
 
 LOGIN_TEMPLATE = "session_expiry.app:templates/login.jinja2"
+#: What one session keeps of drafts: fields, and characters a field.
+MAX_DRAFTS = 32
+MAX_DRAFT_LENGTH = 10_000
 
 
 @view_config(route_name="login", renderer=LOGIN_TEMPLATE, permission=NO_PERMISSION_REQUIRED,
@@ -80,7 +83,12 @@ def save_draft(request):
         return {"error": "bad_json",
                 "message": 'send {"field": "<name>", "value": "<text>"} as JSON'}
     key = "draft_" + body["field"][:64]
-    request.session[key] = body["value"][:10_000]
+    drafts = sum(name.startswith("draft_") for name in request.session)
+    if key not in request.session and drafts >= MAX_DRAFTS:
+        request.response.status = 413
+        return {"error": "too_many_drafts",
+                "message": f"a session keeps at most {MAX_DRAFTS} draft fields"}
+    request.session[key] = body["value"][:MAX_DRAFT_LENGTH]
     return {"saved": key}
 
 

@@ -15,6 +15,7 @@ from pyramid.view import view_config
 from ..decision import Reason
 from ..security import ADMIN
 from ..settings import describe_duration
+from ..tween import peer_address
 from . import charts
 from .devices import describe_device
 from .export import all_pages, csv_stream
@@ -340,7 +341,8 @@ def metrics(request):
     setup = request.registry.session_expiry
     # The peer's address as the WSGI server gives it: ``client_addr`` would believe any
     # client's X-Forwarded-For header.
-    if not (setup.policy.may_scrape(request.remote_addr) or request.has_permission(ADMIN)):
+    if not (setup.policy.may_scrape(peer_address(request.environ))
+            or request.has_permission(ADMIN)):
         raise HTTPForbidden()
     response = Response(generate_latest(setup.metrics.registry))
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]

@@ -360,8 +360,10 @@ export class SessionExpiry {
   interceptLogout() {
     document.addEventListener("submit", async (event) => {
       const form = event.target;
-      if (!(form instanceof HTMLFormElement)
-        || new URL(form.action, location.href).pathname !== this.config.logoutUrl) return;
+      if (!(form instanceof HTMLFormElement)) return;
+      const action = new URL(form.action, location.href);
+      // Only this site's sign-out: a form posting to /logout elsewhere goes its own way.
+      if (action.origin !== location.origin || action.pathname !== this.config.logoutUrl) return;
       event.preventDefault();
       this.leaving = true;  // this tab goes to the login page; the others to the expired page
       clearTimeout(this.timer);

@@ -5,6 +5,11 @@ Registered as ``expiry:memory`` and ``expiry:sql`` under the
 factory's options (pyramid_beaker passes unknown options on to the backend),
 so two apps in one process never share a store by accident.
 
+The session factory (:func:`session_factory`) hands Beaker the session the
+tween judged, by id, and nothing else: Beaker never parses the Cookie header,
+and the backend refuses any other session's key. Invalidating or deleting the
+session ends it, as ``forget()`` does.
+
 Beaker hands the backend base64 of its JSON serializer's output (zlib-packed
 JSON) and wants the same back; the store keeps plain JSON.
 """
@@ -16,9 +21,11 @@ import logging
 import zlib
 
 from beaker.container import NamespaceManager
+from beaker.session import SessionObject
 from beaker.synchronization import null_synchronizer
+from pyramid_beaker import BeakerSessionFactoryConfig
 
-from . import EMPTY, StoreUnavailable, session_key
+from . import EMPTY, session_key
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,13 @@ def from_beaker(value: str) -> dict:
     return data
 
 
+def data_size(session) -> int:
+    """Bytes the session's data takes at rest (JSON, as the stores keep it)."""
+    data = {name: value for name, value in session.items()
+            if name not in (*_NOT_STORED, "_creation_time")}
+    return len(json.dumps(data, separators=(",", ":")).encode("utf-8"))
+
+
 def to_beaker(data: dict) -> str:
     # Any _accessed_time tells Beaker (and pyramid_beaker's ``session.new``) that the
     # session was loaded, not created; the record keeps the real last-seen time.
@@ -44,40 +58,45 @@ def to_beaker(data: dict) -> str:
 class StoreNamespace(NamespaceManager):
     """One session's data, as Beaker sees it."""
 
-    def __init__(self, namespace, store=None, **ignored):
+    def __init__(self, namespace, store=None, expiry=None, **ignored):
         super().__init__(namespace)
         if store is None:
             raise ValueError("session.type expiry:* needs config.include('session_expiry')")
         self.store = store
         self.key = session_key(namespace)
+        #: The request's ``session_expiry``: only the session it judged may be used.
+        self.expiry = expiry
         #: What this request loaded: the base its changes are merged from.
         self.loaded = EMPTY
+
+    @property
+    def judged(self) -> bool:
+        """True when this is the session the tween judged for this request."""
+        if self.expiry is None or self.key == self.expiry.session_key:
+            return True
+        log.warning("refused session %s: the request was judged on another one", self.key[:12])
+        return False
 
     def get_creation_lock(self, key):
         return null_synchronizer()
 
     def __getitem__(self, name):
-        data = self.store.load_data(self.key) if name == _BEAKER_KEY else None
+        data = self.store.load_data(self.key) if name == _BEAKER_KEY and self.judged else None
         if data is None:
             raise KeyError(name)
         self.loaded = data
         return to_beaker(data.values)
 
     def __contains__(self, name):
-        return name == _BEAKER_KEY and self.store.load_data(self.key) is not None
+        return name == _BEAKER_KEY and self.judged and self.store.load_data(self.key) is not None
 
     def has_key(self, name):
         return name in self
 
     def __setitem__(self, name, value):
-        if name != _BEAKER_KEY:
-            return
-        try:
+        # StoreUnavailable goes up to the tween, which saves before the answer leaves.
+        if name == _BEAKER_KEY and self.judged:
             self.store.save_data(self.key, from_beaker(value), base=self.loaded)
-        except StoreUnavailable as error:
-            # Beaker saves after the answer was made: nothing to tell but the log.
-            log.error("session %s: data not saved, the store is unavailable: %s",
-                      self.key[:12], error)
 
     def set_value(self, name, value, expiretime=None):
         self[name] = value
@@ -87,7 +106,41 @@ class StoreNamespace(NamespaceManager):
             self.do_remove()
 
     def do_remove(self):
-        self.store.save_data(self.key, {}, base=None)
+        if self.judged:
+            self.store.save_data(self.key, {}, base=None)
 
     def keys(self):
         return [_BEAKER_KEY] if _BEAKER_KEY in self else []
+
+
+def session_factory(**options):
+    """pyramid_beaker's session factory, bound to the session the tween judged.
+
+    Beaker is given the id of the request's active session (None otherwise) and
+    an empty Cookie header, so it never reads a cookie the tween did not judge.
+    No response callback: the tween saves (``SessionExpiry.save_session``).
+    """
+    base = BeakerSessionFactoryConfig(**options)
+
+    class ExpirySession(base):
+        def __init__(self, request):
+            expiry = request.session_expiry
+            judged = expiry.session_id if expiry.active else None
+            SessionObject.__init__(self, {}, id=judged, expiry=expiry, **self._options)
+            self.__dict__["_expiry"] = expiry
+
+        def invalidate(self):
+            """End the session, as ``forget()`` does (an old cookie replayed later loads
+            nothing), and forget its data."""
+            self.__dict__["_expiry"].logout()
+            self._session().clear()
+
+        def delete(self):
+            self.invalidate()
+
+        def renew(self):
+            """A fresh random id and no data (sign-in: no fixation); ends nothing."""
+            self._session().invalidate()
+            self.save()
+
+    return ExpirySession

@@ -55,7 +55,7 @@ class MemoryStore:
         self.on_end = on_end
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
-        self._deadlines: list[tuple[int, str]] = []  # heap; stale items are skipped
+        self._deadlines: list[tuple[int, str]] = []  # heap: one entry per open session
         self._tombstones: deque[tuple[int, str]] = deque()  # in the order they ended
         self._by_user: defaultdict[str, set[str]] = defaultdict(set)  # open keys per user
         self._recent_ends: deque[SessionEnded] = deque(maxlen=RECENT_ENDS)  # oldest first
@@ -110,8 +110,9 @@ class MemoryStore:
             entry = self._entries.get(key)
             if entry is None or not entry.record.is_open:
                 return None
+            # No push: the session's one heap entry keeps its earlier deadline, and the
+            # sweep looks again when it comes due (a touch never grows the heap).
             entry.record = entry.record.touched(now, self.policy.idle_timeout)
-            heapq.heappush(self._deadlines, (entry.record.deadline, key))
             return entry.record
 
     def end(self, key, reason, now):
@@ -142,9 +143,13 @@ class MemoryStore:
             while self._deadlines and self._deadlines[0][0] <= now:
                 _, key = heapq.heappop(self._deadlines)
                 entry = self._entries.get(key)
-                reason = entry and entry.record.is_open and overdue_reason(entry.record, now)
+                if entry is None or not entry.record.is_open:
+                    continue  # ended meanwhile: its entry goes with it
+                reason = overdue_reason(entry.record, now)
                 if reason:
                     ended.append(SessionEnded.of(self._end_locked(key, reason, now)))
+                else:  # touched since: due again at its new deadline
+                    heapq.heappush(self._deadlines, (entry.record.deadline, key))
             horizon = now - self.policy.retention
             while self._tombstones and self._tombstones[0][0] <= horizon:
                 _, key = self._tombstones.popleft()
@@ -210,6 +215,12 @@ class MemoryStore:
         rows.sort(key=lambda event: (event.ended_at, event.session_key), reverse=True)
         return page_of(rows[:query.limit + 1], query.limit,
                        lambda event: Cursor(event.ended_at, event.session_key))
+
+    @property
+    def deadline_entries(self) -> int:
+        """Entries in the deadline heap: at most one per session, however often touched."""
+        with self._lock:
+            return len(self._deadlines)
 
     def records(self) -> list[SessionRecord]:
         """Every record, open or ended (for tests)."""

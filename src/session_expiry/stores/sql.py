@@ -611,6 +611,9 @@ class SqlStore:
                 conn.execution_options(**{READONLY: readonly})
                 with conn.begin():
                     yield conn
+        except sa.exc.DataError as error:  # a value the database refuses: never a 500
+            raise StoreUnavailable("the session database refused a value: "
+                                   + str(getattr(error, "orig", error)).splitlines()[0]) from error
         except (OperationalError, InterfaceError, sa.exc.TimeoutError,
                 sa.exc.ProgrammingError) as error:
             reason = str(getattr(error, "orig", error))
