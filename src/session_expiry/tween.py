@@ -245,7 +245,7 @@ class SessionExpiry:
             return unavailable(self.request)
         cookie = session.__dict__["_headers"].get("cookie_out")
         if cookie and session.__dict__["_headers"].get("set_cookie"):
-            response.headerlist.append(("Set-Cookie", cookie))
+            response.headerlist.append(("Set-Cookie", cookie.strip()))
         return response
 
     def apply(self, response) -> None:

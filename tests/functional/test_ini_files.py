@@ -10,8 +10,9 @@ from pyramid.exceptions import ConfigurationError
 from pyramid.paster import get_app, get_appsettings
 from waitress import wasyncore
 from waitress.server import create_server
+from webtest import TestApp
 
-from tests.conftest import ROOT
+from tests.conftest import PAGE, ROOT, migrate, seed_users
 from tests.farm.conftest import Browser
 
 
@@ -65,6 +66,35 @@ def test_production_ini_takes_secret_and_database_from_the_environment(monkeypat
         assert app.registry.settings["session_expiry.secret"] == "p" * 48
         assert app.registry.settings["sqlalchemy.url"].endswith("prod.sqlite")
         assert app.registry.session_expiry.policy.cookie_secure is True
+    finally:
+        app.registry.session_expiry.store.close()
+
+
+def test_production_cookies_carry_the_host_prefix_secure_and_no_domain(monkeypatch, tmp_path):
+    url = f"sqlite:///{tmp_path / 'prod.sqlite'}"
+    migrate(url)
+    seed_users(url)
+    monkeypatch.setenv("SESSION_EXPIRY_SECRET", "p" * 48)
+    monkeypatch.setenv("SQLALCHEMY_URL", url)
+    app = get_app(str(ROOT / "production.ini"))
+    try:
+        browser = TestApp(app, extra_environ={"wsgi.url_scheme": "https", "HTTP_HOST": "localhost",
+                                              "SERVER_PORT": "443"})
+        browser.get("/login")
+        token = browser.cookies["__Host-csrf_token"].strip('"')
+        answer = browser.post("/login", {"username": "alice", "password": "alice-password",
+                                         "csrf_token": token},
+                               headers={**PAGE, "Origin": "https://localhost"})
+        assert answer.status_int == 303
+        set_cookies = answer.headers.getall("Set-Cookie")
+        names = {line.split("=", 1)[0] for line in set_cookies}
+        assert names == {"__Host-session", "__Host-auth_tkt", "__Host-csrf_token"}
+        for line in set_cookies:
+            attributes = [part.strip().lower() for part in line.split(";")[1:]]
+            assert "secure" in attributes and "path=/" in attributes, line
+            assert not any(part.startswith("domain=") for part in attributes), line
+        assert browser.get("/api/notes", headers={"Accept": "application/json"}).json["user"] \
+            == "alice"
     finally:
         app.registry.session_expiry.store.close()
 
