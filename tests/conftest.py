@@ -16,7 +16,7 @@ from webtest import TestApp
 from session_expiry.app import make_app
 from session_expiry.app.models import User
 from session_expiry.clock import FrozenClock
-from session_expiry.tween import read_session_key
+from session_expiry.inputs import read_session_key
 from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,8 +13,8 @@ from playwright.sync_api import sync_playwright
 from pyramid.paster import get_appsettings
 
 from session_expiry.app import make_app
+from session_expiry.inputs import read_session_key
 from session_expiry.ticket import read_ticket
-from session_expiry.tween import read_session_key
 from tests.conftest import ROOT, SECRET
 from tests.functional.test_ini_files import serve
 

@@ -1,10 +1,10 @@
 """Two app servers, one PostgreSQL: one session, seen alike by both."""
 import sqlalchemy as sa
 
+from session_expiry.inputs import read_session_key
 from session_expiry.settings import Policy
 from session_expiry.stores.sql import SqlStore, engine_for
 from session_expiry.ticket import derive_secret
-from session_expiry.tween import read_session_key
 from tests.conftest import SECRET
 from tests.farm.conftest import Browser
 

@@ -1,6 +1,7 @@
 """``session-sweeper``: what it prints and how it exits."""
 import io
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -98,11 +99,17 @@ def test_every_runs_until_sigterm_then_exits_0(tmp_path, sqlite_url):
     overdue_sessions(sqlite_url, idle=1, absolute=0)
     process = subprocess.Popen([str(BIN / "session-sweeper"), str(ini_for(tmp_path, sqlite_url)),
                                 "--every", "1s"], stdout=subprocess.PIPE, text=True)
-    time.sleep(2.5)
+    runs = []
+    deadline = time.monotonic() + 30  # a busy machine may take seconds to start it
+    while len(runs) < 2 and time.monotonic() < deadline and process.poll() is None:
+        if select.select([process.stdout], [], [], 0.5)[0]:
+            line = process.stdout.readline()
+            if line.startswith("session-sweeper: ended="):
+                runs.append(line)
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=20)
     assert process.returncode == 0
-    runs = [line for line in out.splitlines() if line.startswith("session-sweeper: ended=")]
+    runs += [line for line in out.splitlines() if line.startswith("session-sweeper: ended=")]
     assert len(runs) >= 2 and runs[0].startswith("session-sweeper: ended=1 ")
 
 

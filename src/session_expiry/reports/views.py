@@ -13,9 +13,9 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.view import view_config
 
 from ..decision import Reason
+from ..inputs import peer_address
 from ..security import ADMIN
 from ..settings import describe_duration
-from ..tween import peer_address
 from . import charts
 from .devices import describe_device
 from .export import all_pages, csv_stream

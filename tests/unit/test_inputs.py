@@ -1,0 +1,63 @@
+"""What the tween reads from a request: a cookie counts only when every parser reads the same
+single value; the client's address is the WSGI server's."""
+from __future__ import annotations
+
+import pytest
+from beaker.session import SignedCookie
+
+from session_expiry.inputs import agreed_cookie, peer_address, read_session_id
+
+A = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+B = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+SECRET = "cookie-secret"
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    pytest.param(f"session={A}", A, id="one"),
+    pytest.param(f"other=1; session={A}; x=2", A, id="among_others"),
+    pytest.param(f'session="{A}"', A, id="quoted"),
+    pytest.param(f"session={A}; session={A}", A, id="the_same_twice"),
+    pytest.param("", None, id="no_header"),
+    pytest.param("other=1", None, id="absent"),
+    pytest.param(f"session={A}; session={B}", None, id="two_values"),
+    pytest.param(f"session={B}; session={A}", None, id="two_values_reordered"),
+    pytest.param(f'session={B}; junk="a; session={A}; auth_tkt=t', None,
+                 id="stray_quote_hides_the_second_from_one_parser"),
+    pytest.param(f'junk="a; session={A}', None, id="only_one_parser_sees_it"),
+    pytest.param(f"session={A}\x7f", None, id="control_character"),
+])
+def test_a_cookie_counts_only_when_every_parser_reads_one_same_value(header, expected):
+    assert agreed_cookie(header, "session") == expected
+
+
+def test_a_cookie_named_differently_is_not_the_cookie():
+    assert agreed_cookie(f"Session={A}; session_x={B}", "session") is None
+
+
+def test_a_validly_signed_session_cookie_names_its_id():
+    _, value = SignedCookie(SECRET).value_encode(A)
+    assert read_session_id(SECRET, value) == A
+
+
+@pytest.mark.parametrize("value", [None, "", "x" * 600, A, "garbage==="])
+def test_an_unsigned_missing_or_oversized_session_cookie_names_nothing(value):
+    assert read_session_id(SECRET, value) is None
+
+
+def test_a_session_cookie_signed_with_another_secret_names_nothing():
+    _, value = SignedCookie("another-secret").value_encode(A)
+    assert read_session_id(SECRET, value) is None
+
+
+@pytest.mark.parametrize(("remote", "expected"), [
+    ("192.0.2.7", "192.0.2.7"),
+    ("2001:db8::1", "2001:db8::1"),
+    ("2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"),
+    ("::ffff:192.0.2.7", "192.0.2.7"),
+    (None, None), ("", None), ("not-an-address", None), ("192.0.2.7, 10.0.0.1", None),
+    ("fe80::1%" + "e" * 60, None),
+])
+def test_the_peer_address_is_remote_addr_validated_and_normalised(remote, expected):
+    environ = {} if remote is None else {"REMOTE_ADDR": remote}
+    environ["HTTP_X_FORWARDED_FOR"] = "203.0.113.9"
+    assert peer_address(environ) == expected
