@@ -7,7 +7,9 @@ from sqlalchemy.orm import sessionmaker
 
 
 def get_engine(settings, prefix="sqlalchemy."):
-    return engine_from_config(settings, prefix)
+    """Connections are tested at checkout: one that died with a database restart is
+    replaced there, and the request that meets it is served, not answered 503."""
+    return engine_from_config(settings, prefix, pool_pre_ping=True)
 
 
 def get_session_factory(engine):
