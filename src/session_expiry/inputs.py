@@ -17,10 +17,11 @@ from beaker.session import SignedCookie
 from webob.cookies import parse_cookie
 
 from .stores import session_key
+from .stores.beaker import SESSION_ID_BYTES
 
 log = logging.getLogger(__name__)
 
-_SESSION_ID = re.compile(r"[0-9a-f]{32}")
+_SESSION_ID = re.compile(rf"[0-9a-f]{{{2 * SESSION_ID_BYTES}}}")
 MAX_COOKIE_LENGTH = 512
 #: The longest address the stores keep (an IPv4-mapped IPv6 address).
 IP_LENGTH = 45

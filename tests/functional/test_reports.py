@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import secrets
 from urllib.parse import urlsplit
 
 import pytest
@@ -19,6 +18,7 @@ from session_expiry.reports.directory import IUserDirectory
 from session_expiry.reports.figures import PAGE_SIZE
 from session_expiry.reports.views import EXPORT_BATCH
 from session_expiry.stores import session_key
+from session_expiry.stores.beaker import new_session_id
 from session_expiry.ticket import build_ticket
 from tests.conftest import (
     FETCH,
@@ -82,7 +82,7 @@ def enter(app: TestApp, username: str, user_agent: str | None = None,
     directory = app.app.registry.getUtility(IUserDirectory)
     userid = directory.find(None, username)
     assert userid is not None, username
-    session_id = secrets.token_hex(16)
+    session_id = new_session_id()
     store_of(app).open(session_key(session_id), userid, now_of(app), ip="127.0.0.1",
                        user_agent=user_agent)
     give_cookies(app, target, session_id, userid)
@@ -113,7 +113,7 @@ def now_of(app: TestApp) -> int:
 
 
 def new_key() -> str:
-    return session_key(secrets.token_hex(16))
+    return session_key(new_session_id())
 
 
 def record(app: TestApp, key: str):
@@ -182,7 +182,7 @@ def events_of(ended_events, key: str) -> list[str]:
 def lost_session_browser(app: TestApp, userid: str) -> TestApp:
     """A browser whose ticket is bound to a well-signed session cookie the store never knew."""
     lost = browser(app)
-    give_cookies(app, lost, secrets.token_hex(16), userid)
+    give_cookies(app, lost, new_session_id(), userid)
     return lost
 
 

@@ -6,9 +6,10 @@ import pytest
 from beaker.session import SignedCookie
 
 from session_expiry.inputs import agreed_cookie, peer_address, read_session_id
+from session_expiry.stores.beaker import new_session_id
 
-A = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-B = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+A = "a" * 64
+B = "b" * 64
 SECRET = "cookie-secret"
 
 
@@ -42,6 +43,19 @@ def test_a_validly_signed_session_cookie_names_its_id():
 @pytest.mark.parametrize("value", [None, "", "x" * 600, A, "garbage==="])
 def test_an_unsigned_missing_or_oversized_session_cookie_names_nothing(value):
     assert read_session_id(SECRET, value) is None
+
+
+def test_a_session_id_shorter_than_256_bits_names_nothing():
+    """Beaker's own ids (uuid4, 122 random bits) are not ours: ASVS 5.0 7.2.3."""
+    _, value = SignedCookie(SECRET).value_encode("a" * 32)
+    assert read_session_id(SECRET, value) is None
+
+
+def test_new_session_ids_are_256_random_bits():
+    ids = {new_session_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(session_id) == 64 and int(session_id, 16) >= 0 for session_id in ids)
+    assert len(set("".join(ids))) == 16, "every hex digit occurs"
 
 
 def test_a_session_cookie_signed_with_another_secret_names_nothing():

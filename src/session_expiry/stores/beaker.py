@@ -18,10 +18,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import secrets
+import time
 import zlib
 
 from beaker.container import NamespaceManager
-from beaker.session import SessionObject
+from beaker.session import Session, SessionObject
 from beaker.synchronization import null_synchronizer
 from pyramid_beaker import BeakerSessionFactoryConfig
 
@@ -30,6 +32,8 @@ from . import EMPTY, session_key
 log = logging.getLogger(__name__)
 
 _BEAKER_KEY = "session"
+#: Random bytes in a session id (ASVS 5.0 7.2.3 asks for at least 128 bits).
+SESSION_ID_BYTES = 32
 #: Beaker's bookkeeping that the session record already holds or that is configuration.
 _NOT_STORED = ("_accessed_time", "_domain", "_path")
 
@@ -113,6 +117,31 @@ class StoreNamespace(NamespaceManager):
         return [_BEAKER_KEY] if _BEAKER_KEY in self else []
 
 
+def new_session_id() -> str:
+    """A session id: 256 random bits, hex (Beaker's own are uuid4: 122 bits)."""
+    return secrets.token_hex(SESSION_ID_BYTES)
+
+
+class JudgedSession(Session):
+    """Beaker's session with our ids, renewed without reading the new id's data."""
+
+    def _create_id(self, set_new=True):
+        self.id = new_session_id()
+        if set_new:
+            self.is_new = True
+            self.last_accessed = None
+        if self.use_cookies:
+            self._update_cookie_out(set_cookie=not set_new)
+
+    def renew(self):
+        """A fresh id and no data. Beaker's ``invalidate`` would load the new id's
+        data at once, before the request has adopted it (nothing is there to read)."""
+        self.clear()
+        self.was_invalidated = True
+        self._create_id()
+        self["_accessed_time"] = self["_creation_time"] = time.time()
+
+
 def session_factory(**options):
     """pyramid_beaker's session factory, bound to the session the tween judged.
 
@@ -126,7 +155,8 @@ def session_factory(**options):
         def __init__(self, request):
             expiry = request.session_expiry
             judged = expiry.session_id if expiry.active else None
-            SessionObject.__init__(self, {}, id=judged, expiry=expiry, **self._options)
+            SessionObject.__init__(self, {}, id=judged, expiry=expiry,
+                                   session_class=JudgedSession, **self._options)
             self.__dict__["_expiry"] = expiry
 
         def invalidate(self):
@@ -140,7 +170,7 @@ def session_factory(**options):
 
         def renew(self):
             """A fresh random id and no data (sign-in: no fixation); ends nothing."""
-            self._session().invalidate()
+            self._session().renew()
             self.save()
 
     return ExpirySession
