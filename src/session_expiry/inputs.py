@@ -1,4 +1,5 @@
-"""What the tween reads from a request, each read once: the cookies and the peer address.
+"""What the tween reads from a request, each read once: the cookies, the peer address, the
+user agent, and whether its parameters can be read at all.
 
 The Cookie header is read here and nowhere else: WebOb and Python's
 ``http.cookies`` (Beaker's parser) disagree on malformed headers, so a cookie
@@ -25,6 +26,9 @@ _SESSION_ID = re.compile(rf"[0-9a-f]{{{2 * SESSION_ID_BYTES}}}")
 MAX_COOKIE_LENGTH = 512
 #: The longest address the stores keep (an IPv4-mapped IPv6 address).
 IP_LENGTH = 45
+#: The longest user agent the stores keep.
+USER_AGENT_LENGTH = 512
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def peer_address(environ) -> str | None:
@@ -41,6 +45,28 @@ def peer_address(environ) -> str | None:
     # A dual-stack server reports IPv4 clients as ::ffff:a.b.c.d: keep the IPv4 address.
     text = str(getattr(address, "ipv4_mapped", None) or address)
     return text if len(text) <= IP_LENGTH else None
+
+
+def user_agent(environ) -> str | None:
+    """The client's ``User-Agent`` as the stores keep it: control characters (a NUL
+    is refused by PostgreSQL) dropped, cut to ``USER_AGENT_LENGTH``; None if empty."""
+    text = _CONTROL.sub("", environ.get("HTTP_USER_AGENT", ""))
+    return text[:USER_AGENT_LENGTH] or None
+
+
+def parameters_readable(request) -> bool:
+    """True when WebOb can read the query string and the form body as text.
+
+    WebOb raises on a query string that is not UTF-8 once percent-decoded, and on
+    a form in another charset (or one Python does not know), wherever they are
+    first read: in a view, in the CSRF check. Asked once, before any of them,
+    the tween answers such a request with a 400. Both are cached for the views.
+    """
+    try:
+        request.GET, request.POST  # noqa: B018 (parsed for their errors)
+    except (UnicodeDecodeError, LookupError, DeprecationWarning):
+        return False
+    return True
 
 
 def read_session_id(cookie_secret: str, value: str | None) -> str | None:
@@ -85,32 +111,20 @@ def _webob_cookies(header: str) -> list[tuple[str, str]]:
     return [(key.decode("utf-8"), value.decode("utf-8")) for key, value in parse_cookie(header)]
 
 
-def _keep_cookies(environ, keep) -> int:
-    """Keep only the ``name=value`` parts of the Cookie header ``keep`` accepts; how many went."""
-    parts = environ.get("HTTP_COOKIE", "").split(";")
-    kept = [part for part in parts if keep(part)]
-    environ["HTTP_COOKIE"] = ";".join(kept)
-    return len(parts) - len(kept)
-
-
 def readable_cookie_header(request) -> str:
-    """The Cookie header, after dropping cookies whose bytes are not UTF-8.
+    """The Cookie header, after dropping every cookie that is not plain ASCII.
 
-    WebOb raises on such a cookie wherever it is read (here, in the CSRF
-    check, ...); a client that sends one is treated as if it had not, never
-    answered with a 500.
+    Cookie octets are ASCII (RFC 6265). On other bytes the parsers part ways:
+    WebOb raises (if they are not UTF-8) or cuts the value short, and Python's
+    ``http.cookies`` stops reading, losing every cookie after it. Dropping such
+    a cookie for the whole request (the tween, the CSRF check, the host app)
+    leaves one header that every parser reads alike; a stray ``lang=français``
+    does not sign anybody out.
     """
     header = request.environ.get("HTTP_COOKIE", "")
-    if not header.isascii() and not _decodes(header):
-        log.info("dropped %d cookie(s) that are not UTF-8",
-                 _keep_cookies(request.environ, _decodes))
-    return request.environ.get("HTTP_COOKIE", "")
-
-
-def _decodes(header: str) -> bool:
-    try:
-        for name, value in parse_cookie(header):
-            name.decode("utf-8"), value.decode("utf-8")
-    except UnicodeError:
-        return False
-    return True
+    if not header.isascii():
+        parts = header.split(";")
+        kept = [part for part in parts if part.isascii()]
+        header = request.environ["HTTP_COOKIE"] = ";".join(kept)
+        log.info("dropped %d cookie(s) that are not ASCII", len(parts) - len(kept))
+    return header

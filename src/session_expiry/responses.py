@@ -11,6 +11,7 @@ from enum import StrEnum
 from urllib.parse import urlencode
 
 from pyramid.httpexceptions import (
+    HTTPBadRequest,
     HTTPForbidden,
     HTTPRequestEntityTooLarge,
     HTTPSeeOther,
@@ -125,6 +126,19 @@ def unavailable(request) -> Response:
         response = HTTPServiceUnavailable(json_body={"error": "unavailable"},
                                           content_type="application/json")
     response.retry_after = RETRY_AFTER
+    response.cache_control = "no-store"
+    return response
+
+
+def unreadable(request) -> Response:
+    """A query string or form that is not UTF-8: nothing was read or changed."""
+    if kind_of(request) is RequestKind.PAGE:
+        response = HTTPBadRequest(
+            "This address or form could not be read: it is not UTF-8. Nothing was changed; "
+            "go back and try again.")
+    else:
+        response = HTTPBadRequest(json_body={"error": "bad_request"},
+                                  content_type="application/json")
     response.cache_control = "no-store"
     return response
 

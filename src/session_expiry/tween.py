@@ -19,11 +19,18 @@ from dataclasses import dataclass
 from pyramid.csrf import new_csrf_token
 
 from .decision import Reason, State, Verdict, decide, ending_reason, ticket_binding
-from .inputs import agreed_cookie, peer_address, read_session_id, readable_cookie_header
+from .inputs import (
+    agreed_cookie,
+    parameters_readable,
+    peer_address,
+    read_session_id,
+    readable_cookie_header,
+    user_agent,
+)
 from .redirects import safe_path
 from .reports.figures import REFUSAL_REASONS
 from .reports.metrics import Metrics
-from .responses import too_large, unavailable, with_query
+from .responses import too_large, unavailable, unreadable, with_query
 from .settings import Policy, describe_duration
 from .stores import SessionRecord, SessionStore, StoreUnavailable, session_key
 from .stores.beaker import data_size
@@ -31,7 +38,6 @@ from .ticket import build_ticket, read_ticket
 
 log = logging.getLogger(__name__)
 
-USER_AGENT_LENGTH = 512
 
 
 @dataclass(frozen=True)
@@ -169,7 +175,7 @@ class SessionExpiry:
         self.record = self.store.open(
             self.session_key, str(userid), self.now,
             ip=peer_address(self.request.environ),
-            user_agent=(self.request.user_agent or "")[:USER_AGENT_LENGTH] or None,
+            user_agent=user_agent(self.request.environ),
         )
         session.changed()  # make Beaker write the entry's data and send the new cookie
         new_csrf_token(self.request)  # a token seen before sign-in is not trusted after it
@@ -304,7 +310,10 @@ def expiry_tween_factory(handler, registry):
         except StoreUnavailable as error:
             log.error("session store unavailable: %s", error)
             return unavailable(request)
-        response = expiry.save_session(handler(request))
+        if parameters_readable(request):
+            response = expiry.save_session(handler(request))
+        else:
+            response = unreadable(request)  # no view saw it: nothing is saved or touched
         expiry.apply(response)
         return response
 

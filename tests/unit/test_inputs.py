@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 from beaker.session import SignedCookie
+from webob import Request
 
-from session_expiry.inputs import agreed_cookie, peer_address, read_session_id
+from session_expiry.inputs import (
+    USER_AGENT_LENGTH,
+    agreed_cookie,
+    parameters_readable,
+    peer_address,
+    read_session_id,
+    readable_cookie_header,
+    user_agent,
+)
 from session_expiry.stores.beaker import new_session_id
 
 A = "a" * 64
@@ -31,6 +40,22 @@ def test_a_cookie_counts_only_when_every_parser_reads_one_same_value(header, exp
     assert agreed_cookie(header, "session") == expected
 
 
+@pytest.mark.parametrize(("header", "kept"), [
+    pytest.param(f"session={A}; lang=fran\xc3\xa7ais; t=1", f"session={A}; t=1", id="utf8"),
+    pytest.param(f"session={A}; junk=\xff\xfe; t=1", f"session={A}; t=1", id="not_utf8"),
+    pytest.param(f"session=\xff{A}; t=1", " t=1", id="in_the_value"),
+    pytest.param(f"\xffsession={A}; t=1", " t=1", id="in_the_name"),
+    pytest.param(f"session={A}; t=1", f"session={A}; t=1", id="ascii_untouched"),
+])
+def test_cookies_that_are_not_ascii_are_dropped_for_the_whole_request(header, kept):
+    request = Request.blank("/", environ={"HTTP_COOKIE": header})
+    assert readable_cookie_header(request) == kept
+    assert request.environ["HTTP_COOKIE"] == kept, "the host app reads the same header"
+    # Every parser now reads what follows the dropped cookie.
+    assert agreed_cookie(kept, "t") == "1"
+    assert request.cookies.get("t") == "1"
+
+
 def test_a_cookie_named_differently_is_not_the_cookie():
     assert agreed_cookie(f"Session={A}; session_x={B}", "session") is None
 
@@ -54,7 +79,8 @@ def test_a_session_id_shorter_than_256_bits_names_nothing():
 def test_new_session_ids_are_256_random_bits():
     ids = {new_session_id() for _ in range(1000)}
     assert len(ids) == 1000
-    assert all(len(session_id) == 64 and int(session_id, 16) >= 0 for session_id in ids)
+    assert all(len(session_id) == 64 and set(session_id) <= set("0123456789abcdef")
+               for session_id in ids)
     assert len(set("".join(ids))) == 16, "every hex digit occurs"
 
 
@@ -75,3 +101,36 @@ def test_the_peer_address_is_remote_addr_validated_and_normalised(remote, expect
     environ = {} if remote is None else {"REMOTE_ADDR": remote}
     environ["HTTP_X_FORWARDED_FOR"] = "203.0.113.9"
     assert peer_address(environ) == expected
+
+
+@pytest.mark.parametrize(("sent", "kept"), [
+    ("Mozilla/5.0 (X11; Linux x86_64)", "Mozilla/5.0 (X11; Linux x86_64)"),
+    ("Mozilla/5.0\x00evil", "Mozilla/5.0evil"),
+    ("a\r\nSet-Cookie: x=1\x7f", "aSet-Cookie: x=1"),
+    ("caf\xc3\xa9", "caf\xc3\xa9"),
+    ("x" * 600, "x" * USER_AGENT_LENGTH),
+    ("", None), ("\x00\x01", None), (None, None),
+])
+def test_the_user_agent_is_kept_without_control_characters_and_cut(sent, kept):
+    environ = {} if sent is None else {"HTTP_USER_AGENT": sent}
+    assert user_agent(environ) == kept
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize(("query", "content_type", "body", "readable"), [
+    ("", None, b"", True),
+    ("came_from=/workspace&q=caf%C3%A9", None, b"", True),
+    ("came_from=/%FF%FE", None, b"", False),
+    ("%FF=1", None, b"", False),
+    ("", FORM, b"title=caf%C3%A9", True),
+    ("", FORM + "; charset=UTF-8", b"title=x", True),
+    ("", FORM + "; charset=ISO-8859-1", b"title=caf%E9", False),
+    ("", FORM + "; charset=no-such-charset", b"title=x", False),
+    ("", "application/json; charset=no-such-charset", b"{}", True),  # the view's to read
+])
+def test_parameters_are_readable_only_in_utf8(query, content_type, body, readable):
+    request = Request.blank("/?" + query if query else "/", method="POST" if body else "GET",
+                            body=body or None, content_type=content_type)
+    assert parameters_readable(request) is readable

@@ -16,6 +16,9 @@ from session_expiry.redirects import MAX_LENGTH, safe_path, same_site_path
     "/files/report%2Fq3.pdf",
     "/redirect?next=https%3A%2F%2Fexample.com",
     "/a:b",
+    "/a/../b",
+    "/docs/./guide",
+    "/a//b",
     "/" + "a" * (MAX_LENGTH - 1),
 ], ids=lambda p: p[:40])
 def test_safe_path_accepts_local_paths(path):
@@ -35,6 +38,11 @@ def test_safe_path_percent_encodes_characters_outside_ascii_for_the_location_hea
     pytest.param("\\\\evil.com", id="double_backslash"),
     pytest.param("\\/evil.com", id="backslash_slash"),
     pytest.param("/foo\\bar", id="backslash_inside"),
+    pytest.param("/.//evil.com", id="dot_segment_then_network_path"),
+    pytest.param("/a/..//evil.com", id="dot_dot_segment_then_network_path"),
+    pytest.param("/..//evil.com", id="dot_dot_above_the_root_then_network_path"),
+    pytest.param("/%2e//evil.com", id="encoded_dot_segment_then_network_path"),
+    pytest.param("/%2E%2E//evil.com", id="encoded_dot_dot_segment_then_network_path"),
     pytest.param("https://evil.com", id="https_url"),
     pytest.param("http://evil.com/", id="http_url"),
     pytest.param("http:/evil.com", id="scheme_single_slash"),

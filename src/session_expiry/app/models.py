@@ -43,7 +43,9 @@ class User(Base):
 
 def authenticate(dbsession, username: str, password: str) -> User | None:
     """The user with these credentials, or None (in constant time either way)."""
-    user = dbsession.scalar(select(User).where(User.username == username))
+    # No user name holds a NUL, and PostgreSQL refuses one in a query's text.
+    user = (None if "\x00" in username
+            else dbsession.scalar(select(User).where(User.username == username)))
     if user is None:
         with contextlib.suppress(VerificationError):
             _hasher.verify(_DUMMY_HASH, password)

@@ -75,7 +75,7 @@ def save_draft(request):
     """Keep one field of a draft in the session: ``{"field": "...", "value": "..."}``."""
     try:
         body = request.json_body
-    except ValueError:
+    except (ValueError, LookupError, RecursionError):  # not JSON, no such charset, too deep
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("field"), str) \
             or not isinstance(body.get("value"), str) or not body["field"].isidentifier():
