@@ -254,3 +254,35 @@ def test_authenticated_answers_are_never_cached(app):
     login(app)
     for path, headers in (("/", PAGE), ("/api/notes", JSON), ("/session/status", FETCH)):
         assert "no-store" in app.get(path, headers=headers).headers["Cache-Control"], path
+
+
+def test_every_cookie_a_sign_in_sets_is_httponly_samesite_and_scoped_to_the_site(app):
+    """ASVS 4.0 3.4.2 and 3.4.3: the session cookie, the ticket and the CSRF token."""
+    answer = login(app)
+    set_cookies = {value.split("=", 1)[0]: value for value in answer.headers.getall("Set-Cookie")}
+    assert {"session", "auth_tkt", "csrf_token"} <= set(set_cookies), set_cookies
+    for name in ("session", "auth_tkt", "csrf_token"):
+        attributes = {part.strip().split("=", 1)[0].lower(): part.strip()
+                      for part in set_cookies[name].split(";")[1:]}
+        assert "httponly" in attributes, set_cookies[name]
+        assert attributes["samesite"].lower() == "samesite=lax", set_cookies[name]
+        assert attributes["path"] == "Path=/", set_cookies[name]
+        assert "domain" not in attributes, set_cookies[name]
+
+
+def test_a_session_id_carries_256_random_bits_and_each_sign_in_a_new_one(app):
+    """ASVS 5.0 7.2.3: at least 128 bits; ours are 256 (64 hex digits)."""
+    ids = set()
+    for _ in range(3):
+        login(app)
+        session_id = app.cookies["session"][-64:]
+        assert len(session_id) == 64 and set(session_id) <= set("0123456789abcdef")
+        ids.add(session_id)
+    assert len(ids) == 3
+
+
+def test_signing_in_logs_no_refusal(app, caplog):
+    """Renewing the id at sign-in reads nothing under the new id before it is adopted."""
+    with caplog.at_level("WARNING", logger="session_expiry"):
+        login(app)
+    assert [r.getMessage() for r in caplog.records if "refused" in r.getMessage()] == []

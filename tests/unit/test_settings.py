@@ -336,6 +336,25 @@ def test_a_host_prefixed_session_cookie_without_secure_stops_start_up():
         load(settings(session__key="__Host-session"), environ={})
 
 
+def test_a_session_cookie_scripts_could_read_stops_start_up():
+    with pytest.raises(ConfigurationError, match=r"session\.httponly: scripts could read"):
+        load(settings(session__httponly="false"), environ={})
+
+
+@pytest.mark.parametrize(("samesite", "message"), [
+    ("None", "browsers refuse SameSite=None without Secure"),
+    ("Sometimes", "'Sometimes' is not Lax, Strict or None"),
+])
+def test_a_samesite_browsers_would_not_honour_stops_start_up(samesite, message):
+    with pytest.raises(ConfigurationError, match=rf"session\.samesite: {message}"):
+        load(settings(session__samesite=samesite), environ={})
+
+
+def test_samesite_none_with_secure_starts():
+    _, policy = load(settings(session__samesite="none", session__secure="true"), environ={})
+    assert policy.cookie_samesite == "None"
+
+
 @pytest.mark.parametrize("scope", [{"session__cookie_domain": "example.org"},
                                    {"session__cookie_path": "/app"}])
 def test_a_host_prefixed_session_cookie_with_a_domain_or_path_stops_start_up(scope):
