@@ -7,7 +7,7 @@ PIP    := $(PYTHON) -m pip --disable-pip-version-check -q
 # and the Chromium that Playwright drives (never a browser download).
 DEBIAN_PACKAGES := postgresql chromium
 
-.PHONY: run test bench install install-test system-packages clean
+.PHONY: run test bench load install install-test system-packages clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -47,6 +47,10 @@ test: install-test system-packages node_modules/.installed
 # Long runs, kept out of `make test` (its smoke versions are in it). Starts its own PostgreSQL.
 bench: install-test system-packages
 	$(VENV)/bin/python -m benchmarks.report_scale
+
+# The full load run: 200 clients for 60 s on two app servers, two sweepers, one PostgreSQL.
+load: install-test system-packages
+	LOAD_SECONDS=60 LOAD_USERS=200 $(VENV)/bin/pytest tests/load -q -s
 
 clean:
 	rm -rf $(VENV) var .pytest_cache src/*.egg-info node_modules artifacts
