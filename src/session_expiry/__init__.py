@@ -28,6 +28,7 @@ from pyramid.tweens import INGRESS
 from . import settings as settings_module
 from .clock import resolve_clock
 from .events import SessionEnded, log_session_ended
+from .inputs import CookieReader
 from .reports.metrics import Metrics
 from .security import SessionSecurityPolicy
 from .stores.beaker import session_factory
@@ -73,13 +74,16 @@ def includeme(config):
         store.start(policy.sweep_interval, observe=metrics.observe_sweep)
 
     cookie_secret = derive_secret(policy.secret, "session-cookie")
+    ticket_secret = derive_secret(policy.secret, "auth-ticket")
     beaker = coerce_session_params(settings_module.beaker_options(settings))
     registry.session_expiry = ExpirySetup(
         policy=policy, store=store, clock=clock,
-        ticket_secret=derive_secret(policy.secret, "auth-ticket"),
+        ticket_secret=ticket_secret,
         cookie_secret=cookie_secret,
         session_cookie=policy.session_cookie,
         metrics=metrics,
+        cookies=CookieReader(policy.ticket_cookie, policy.session_cookie, ticket_secret,
+                             cookie_secret),
     )
     config.set_session_factory(session_factory(**beaker, secret=cookie_secret, store=store))
     config.set_csrf_storage_policy(TextCSRFStoragePolicy(

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
+from functools import lru_cache
 from http.cookies import CookieError, SimpleCookie
 from ipaddress import ip_address
 
 from beaker.session import SignedCookie
 from webob.cookies import parse_cookie
 
+from .decision import Ticket
 from .stores import session_key
 from .stores.beaker import SESSION_ID_BYTES
+from .ticket import read_ticket
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +89,8 @@ def read_session_key(cookie_secret: str, value: str | None) -> str | None:
     return session_key(session_id) if session_id else None
 
 
-def agreed_cookie(header: str, name: str) -> str | None:
-    """The one value of cookie ``name`` that every parser reads in ``header``, or None.
+def agreed_cookies(header: str, names: tuple[str, ...]) -> dict[str, str | None]:
+    """For each of ``names``, the one value every parser reads in ``header``, or None.
 
     WebOb (the tween, the CSRF check) takes the last of two cookies of one name;
     Python's ``http.cookies`` (Beaker's parser) stops at a stray quote and takes
@@ -94,17 +98,58 @@ def agreed_cookie(header: str, name: str) -> str | None:
     values, names no cookie at all: nobody can aim one reader at one session and
     another reader at another.
     """
-    values = {value for key, value in _webob_cookies(header) if key == name}
-    if len(values) != 1:
-        return None
-    value = values.pop()
+    webob = _webob_cookies(header)
     standard = SimpleCookie()
     try:
         standard.load(header)
     except CookieError:
-        return None
-    morsel = standard.get(name)
-    return value if morsel is not None and morsel.value == value else None
+        return dict.fromkeys(names)
+    agreed: dict[str, str | None] = {}
+    for name in names:
+        values = {value for key, value in webob if key == name}
+        morsel = standard.get(name)
+        agreed[name] = (values.pop() if len(values) == 1 and morsel is not None
+                        and morsel.value in values else None)
+    return agreed
+
+
+def agreed_cookie(header: str, name: str) -> str | None:
+    """The one value of cookie ``name`` every parser reads in ``header`` (see above)."""
+    return agreed_cookies(header, (name,))[name]
+
+
+@dataclass(frozen=True)
+class SentCookies:
+    """What a request's cookies say, as the decision needs it."""
+
+    ticket: Ticket | None  # a validly signed ticket, read alike by every parser
+    ticket_sent: bool  # a ticket cookie came at all, readable or not
+    session_id: str | None  # the id a validly signed session cookie names
+
+
+class CookieReader:
+    """Reads a Cookie header into :class:`SentCookies`, each distinct header once.
+
+    The answer is a pure function of the header and the secrets (a ticket's age is
+    judged later, against the clock), so a browser whose cookies did not change
+    costs a lookup instead of two parsers and two signature checks per request.
+    Bounded: the ``size`` most recently used headers.
+    """
+
+    def __init__(self, ticket_cookie: str, session_cookie: str, ticket_secret: str,
+                 cookie_secret: str, size: int = 4096):
+        self.names = (ticket_cookie, session_cookie)
+        self.ticket_secret = ticket_secret
+        self.cookie_secret = cookie_secret
+        self.read = lru_cache(maxsize=size)(self._read)
+
+    def _read(self, header: str) -> SentCookies:
+        ticket_cookie, session_cookie = self.names
+        agreed = agreed_cookies(header, self.names)
+        return SentCookies(
+            ticket=read_ticket(self.ticket_secret, agreed[ticket_cookie]),
+            ticket_sent=any(name == ticket_cookie for name, _ in _webob_cookies(header)),
+            session_id=read_session_id(self.cookie_secret, agreed[session_cookie]))
 
 
 def _webob_cookies(header: str) -> list[tuple[str, str]]:

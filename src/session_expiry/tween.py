@@ -20,10 +20,9 @@ from pyramid.csrf import new_csrf_token
 
 from .decision import Reason, State, Verdict, decide, ending_reason, ticket_binding
 from .inputs import (
-    agreed_cookie,
+    CookieReader,
     parameters_readable,
     peer_address,
-    read_session_id,
     readable_cookie_header,
     user_agent,
 )
@@ -34,7 +33,7 @@ from .responses import too_large, unavailable, unreadable, with_query
 from .settings import Policy, describe_duration
 from .stores import SessionRecord, SessionStore, StoreUnavailable, session_key
 from .stores.beaker import data_size
-from .ticket import build_ticket, read_ticket
+from .ticket import build_ticket
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +50,7 @@ class ExpirySetup:
     cookie_secret: str
     session_cookie: str
     metrics: Metrics
+    cookies: CookieReader
 
 
 class SessionExpiry:
@@ -67,13 +67,11 @@ class SessionExpiry:
 
         # The Cookie header is read here, once; Beaker is handed the session judged here
         # (see ``stores.beaker.session_factory``) and never parses the header itself.
-        header = readable_cookie_header(request)
-        self._ticket_sent = self.policy.ticket_cookie in request.cookies
-        self.ticket = read_ticket(setup.ticket_secret,
-                                  agreed_cookie(header, self.policy.ticket_cookie))
+        sent = setup.cookies.read(readable_cookie_header(request))
+        self._ticket_sent = sent.ticket_sent
+        self.ticket = sent.ticket
         #: The session id the cookie names, validly signed; None for none (or two).
-        self.session_id = read_session_id(setup.cookie_secret,
-                                          agreed_cookie(header, self.policy.session_cookie))
+        self.session_id = sent.session_id
         self.session_key = session_key(self.session_id) if self.session_id else None
         self.record = self.store.get(self.session_key) if self.session_key else None
         self.verdict = decide(self.ticket, self.session_key, self.record, self.now, self.policy)

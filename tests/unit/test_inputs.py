@@ -8,6 +8,7 @@ from webob import Request
 
 from session_expiry.inputs import (
     USER_AGENT_LENGTH,
+    CookieReader,
     agreed_cookie,
     parameters_readable,
     peer_address,
@@ -16,6 +17,7 @@ from session_expiry.inputs import (
     user_agent,
 )
 from session_expiry.stores.beaker import new_session_id
+from session_expiry.ticket import build_ticket
 
 A = "a" * 64
 B = "b" * 64
@@ -134,3 +136,38 @@ def test_parameters_are_readable_only_in_utf8(query, content_type, body, readabl
     request = Request.blank("/?" + query if query else "/", method="POST" if body else "GET",
                             body=body or None, content_type=content_type)
     assert parameters_readable(request) is readable
+
+
+def reader(size: int = 4096) -> CookieReader:
+    return CookieReader("auth_tkt", "session", "ticket-secret", SECRET, size=size)
+
+
+def test_the_cookie_reader_reads_the_ticket_and_the_session_id():
+    ticket = build_ticket("ticket-secret", "42", "s" + A, 1_800_000_000)
+    _, session = SignedCookie(SECRET).value_encode(A)
+    sent = reader().read(f"session={session}; auth_tkt={ticket}; other=1")
+    assert sent.session_id == A
+    assert (sent.ticket.userid, sent.ticket.binding, sent.ticket.issued) == \
+        ("42", "s" + A, 1_800_000_000)
+    assert sent.ticket_sent
+
+
+@pytest.mark.parametrize(("header", "ticket_sent"), [
+    ("auth_tkt=forged", True),
+    ('auth_tkt=x; junk="a; auth_tkt=y', True),
+    ("session=unsigned", False),
+    ("", False),
+])
+def test_the_cookie_reader_reads_nothing_from_forged_or_ambiguous_cookies(header, ticket_sent):
+    sent = reader().read(header)
+    assert (sent.ticket, sent.session_id, sent.ticket_sent) == (None, None, ticket_sent)
+
+
+def test_the_cookie_reader_reads_each_distinct_header_once_and_forgets_the_oldest():
+    cookies = reader(size=2)
+    first = cookies.read("session=a")
+    assert cookies.read("session=a") is first, "the same header: the answer kept"
+    cookies.read("session=b")
+    cookies.read("session=c")  # the oldest, "session=a", is forgotten
+    assert cookies.read("session=a") is not first
+    assert cookies.read("session=a") == first

@@ -20,12 +20,12 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from beaker.session import Session
 
 from session_expiry.clock import FrozenClock
 from session_expiry.events import SessionEnded
 from session_expiry.settings import Policy
 from session_expiry.stores import EMPTY, SessionData, StoreUnavailable, SweepResult, session_key
+from session_expiry.stores.beaker import JudgedSession
 from session_expiry.stores.memory import MemoryStore
 from session_expiry.stores.sql import SqlStore, engine_for, session_events, sessions
 from tests.conftest import clear_sessions, migrate
@@ -827,8 +827,8 @@ def test_memory_and_sql_stores_fire_the_same_events_for_the_same_story(make, clo
 
 # == the SQL store only ==========================================================================
 
-def beaker_session(store, session_id: str) -> Session:
-    return Session({}, id=session_id, type="expiry:sql", store=store, data_serializer="json",
+def beaker_session(store, session_id: str) -> JudgedSession:
+    return JudgedSession({}, id=session_id, type="expiry:sql", store=store, data_serializer="json",
                    save_accessed_time=False, use_cookies=False)
 
 

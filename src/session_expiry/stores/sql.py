@@ -210,7 +210,9 @@ def engine_for(url: str) -> sa.Engine:
             connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    # No ping on every checkout (a round trip per request): a read that meets a
+    # connection the server dropped is run once more on a new one (``_read_row``).
+    return sa.create_engine(url)
 
 
 READONLY = "session_expiry_readonly"
@@ -228,7 +230,9 @@ class SqlStore:
         self._sweeper: SweepThread | None = None
         # Re-entrant: a subscriber may end another session (and notify) in this thread.
         self._notifying = threading.RLock()
-        self._row_locks = engine.dialect.name != "sqlite"
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._row_locks = not self._sqlite
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._refusals: Counter = Counter()  # (hour, reason) -> requests not written yet
         self._refusals_lock = threading.Lock()
         self._refusals_timer: threading.Timer | None = None
@@ -253,14 +257,12 @@ class SqlStore:
         return record
 
     def get(self, key):
-        with self._begin(readonly=True) as conn:
-            row = conn.execute(sa.select(*_RECORD).where(sessions.c.key == key)).first()
+        row = self._read_row(sa.select(*_RECORD).where(sessions.c.key == key))
         return None if row is None else _record(row)
 
     def load_data(self, key):
-        with self._begin(readonly=True) as conn:
-            row = conn.execute(sa.select(sessions.c.data, sessions.c.version)
-                               .where(sessions.c.key == key, _OPEN)).first()
+        row = self._read_row(sa.select(sessions.c.data, sessions.c.version)
+                             .where(sessions.c.key == key, _OPEN))
         return None if row is None else SessionData(row.data or {}, row.version)
 
     def save_data(self, key, values, base=EMPTY):
@@ -604,9 +606,35 @@ class SqlStore:
                 for row in rows])
         return rows
 
-    @contextmanager
-    def _begin(self, readonly: bool = False):
+    def _read_row(self, statement):
+        """The first row of a one-statement read, or None: every request's reads.
+
+        On PostgreSQL the statement runs on its own (autocommit: no BEGIN and
+        COMMIT round trips). A connection the server dropped (a restart) is
+        replaced and the statement run once more, so the request that meets it
+        is served; SQLAlchemy then replaces every connection older than it.
+        """
         try:
+            return self._first_row(statement)
+        except StoreUnavailable as error:
+            if not getattr(error.__cause__, "connection_invalidated", False):
+                raise
+            log.warning("session database connection lost; reading again: %s", error)
+        return self._first_row(statement)
+
+    def _first_row(self, statement):
+        with self._begin(readonly=True, alone=True) as conn:
+            return conn.execute(statement).first()
+
+    @contextmanager
+    def _begin(self, readonly: bool = False, alone: bool = False):
+        """A connection in a transaction; ``alone``: a read of one statement, which on
+        PostgreSQL needs no transaction of its own."""
+        try:
+            if alone and not self._sqlite:
+                with self._autocommit.connect() as conn:
+                    yield conn
+                return
             with self.engine.connect() as conn:
                 conn.execution_options(**{READONLY: readonly})
                 with conn.begin():
