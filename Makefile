@@ -4,8 +4,9 @@ PYTHON := $(VENV)/bin/python
 PIP    := $(PYTHON) -m pip --disable-pip-version-check -q
 
 # What the tests need from Debian: a PostgreSQL server the suite starts itself,
-# and the Chromium that Playwright drives (never a browser download).
-DEBIAN_PACKAGES := postgresql chromium
+# the Chromium that Playwright drives (never a browser download), and wrk, the
+# load generator of the benchmarks (their smoke run is part of the suite).
+DEBIAN_PACKAGES := postgresql chromium wrk
 
 .PHONY: run test bench load install install-test system-packages clean
 
@@ -46,7 +47,7 @@ test: install-test system-packages node_modules/.installed
 
 # Long runs, kept out of `make test` (its smoke versions are in it). Starts its own PostgreSQL.
 bench: install-test system-packages
-	$(VENV)/bin/python -m benchmarks.report_scale
+	$(VENV)/bin/python -m benchmarks
 
 # The full load run: 200 clients for 60 s on two app servers, two sweepers, one PostgreSQL.
 load: install-test system-packages

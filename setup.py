@@ -25,6 +25,7 @@ tests_require = [
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",
     "locust>=2.30",
+    "psycopg-pool>=3.2",
 ]
 
 setup(

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from tests.conftest import migrate
 from tests.postgres import PostgresServer
 
+from benchmarks.figures import Figure
 from session_expiry.reports.figures import ActiveQuery, ActiveSort, EndsQuery
 from session_expiry.settings import Policy
 from session_expiry.stores.sql import SqlStore, engine_for
@@ -375,7 +376,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(url: str, sizes: Sizes, repeat: int, smoke: bool) -> int:
+def run(url: str, sizes: Sizes, repeat: int, smoke: bool,
+        timings_out: list[Timing] | None = None) -> int:
+    """Load, explain, time and print; the exit code. ``timings_out`` receives the timings."""
     started = time.perf_counter()
     migrate(url)
     print(f"loading {sizes} ...")
@@ -389,6 +392,8 @@ def run(url: str, sizes: Sizes, repeat: int, smoke: bool) -> int:
         timings = measure(ops, repeat)
     finally:
         store.close()
+    if timings_out is not None:
+        timings_out.extend(timings)
     print(f"\nplans ({len(plans)} statements):")
     seq = print_plans(plans)
     print(f"\ntimings ({repeat} rounds, wall time of the store call):")
@@ -409,6 +414,29 @@ def run(url: str, sizes: Sizes, repeat: int, smoke: bool) -> int:
         print(f"\nOK: every median under {TARGET_MS:.0f} ms, no sequential scan of "
               f"{' or '.join(BIG_TABLES)}")
     return 1 if failed else 0
+
+
+#: The report figures ``make bench`` puts in its table.
+BENCH_TABLE = ("summary", "active started first page", "active started next page",
+               "ends first page", "report page total")
+
+
+def figures(smoke: bool = False) -> list[Figure]:
+    """The report's figures for ``make bench``'s one table (``benchmarks.__main__``)."""
+    sizes, repeat = (SMOKE, 3) if smoke else (Sizes(), 20)
+    timings: list[Timing] = []
+    server = PostgresServer().start()
+    try:
+        code = run(server.create_database("report_scale"), sizes, repeat, smoke, timings)
+    finally:
+        server.stop()
+    if code:
+        raise SystemExit("the report benchmark failed (see above)")
+    scale = f"{sizes.sessions:,} sessions, {sizes.events:,} events"
+    return [Figure("Report", timing.name, timing.median, "ms",
+                   f"median, p95 {timing.p95:.0f} ms; {scale}",
+                   None if smoke else timing.median < TARGET_MS)
+            for timing in timings if timing.name in BENCH_TABLE]
 
 
 def main(argv: list[str] | None = None) -> int:
