@@ -3,7 +3,7 @@ user agent, and whether its parameters can be read at all.
 
 The Cookie header is read here and nowhere else: WebOb and Python's
 ``http.cookies`` (Beaker's parser) disagree on malformed headers, so a cookie
-counts only when both read the same single value (:func:`agreed_cookie`). The
+counts only when both read the same single value (:func:`agreed_cookies`). The
 client's address is the WSGI server's ``REMOTE_ADDR``, never a header a
 client can write.
 """
@@ -111,11 +111,6 @@ def agreed_cookies(header: str, names: tuple[str, ...]) -> dict[str, str | None]
         agreed[name] = (values.pop() if len(values) == 1 and morsel is not None
                         and morsel.value in values else None)
     return agreed
-
-
-def agreed_cookie(header: str, name: str) -> str | None:
-    """The one value of cookie ``name`` every parser reads in ``header`` (see above)."""
-    return agreed_cookies(header, (name,))[name]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from webob import Request
 from session_expiry.inputs import (
     USER_AGENT_LENGTH,
     CookieReader,
-    agreed_cookie,
+    agreed_cookies,
     parameters_readable,
     peer_address,
     read_session_id,
@@ -39,7 +39,7 @@ SECRET = "cookie-secret"
     pytest.param(f"session={A}\x7f", None, id="control_character"),
 ])
 def test_a_cookie_counts_only_when_every_parser_reads_one_same_value(header, expected):
-    assert agreed_cookie(header, "session") == expected
+    assert agreed_cookies(header, ("session",)) == {"session": expected}
 
 
 @pytest.mark.parametrize(("header", "kept"), [
@@ -54,12 +54,12 @@ def test_cookies_that_are_not_ascii_are_dropped_for_the_whole_request(header, ke
     assert readable_cookie_header(request) == kept
     assert request.environ["HTTP_COOKIE"] == kept, "the host app reads the same header"
     # Every parser now reads what follows the dropped cookie.
-    assert agreed_cookie(kept, "t") == "1"
+    assert agreed_cookies(kept, ("t",)) == {"t": "1"}
     assert request.cookies.get("t") == "1"
 
 
 def test_a_cookie_named_differently_is_not_the_cookie():
-    assert agreed_cookie(f"Session={A}; session_x={B}", "session") is None
+    assert agreed_cookies(f"Session={A}; session_x={B}", ("session",)) == {"session": None}
 
 
 def test_a_validly_signed_session_cookie_names_its_id():
