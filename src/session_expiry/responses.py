@@ -116,46 +116,38 @@ def refusal(request, policy, reason: str | None) -> Response:
     return response
 
 
+def _answer(request, exception, page_text: str, body: dict) -> Response:
+    """``exception`` as a short page for page loads, as JSON for the rest; never cached."""
+    if kind_of(request) is RequestKind.PAGE:
+        response = exception(page_text)
+    else:
+        response = exception(json_body=body, content_type="application/json")
+    response.cache_control = "no-store"
+    return response
+
+
 def unavailable(request) -> Response:
     """The session store (or the database) is down: say so, ask to retry, lose nothing."""
-    if kind_of(request) is RequestKind.PAGE:
-        response = HTTPServiceUnavailable(
-            "The service is briefly unavailable. Nothing you typed was sent; "
-            "go back and try again in a moment.")
-    else:
-        response = HTTPServiceUnavailable(json_body={"error": "unavailable"},
-                                          content_type="application/json")
+    response = _answer(request, HTTPServiceUnavailable,
+                       "The service is briefly unavailable. Nothing you typed was sent; "
+                       "go back and try again in a moment.", {"error": "unavailable"})
     response.retry_after = RETRY_AFTER
-    response.cache_control = "no-store"
     return response
 
 
 def unreadable(request) -> Response:
     """A query string or form that is not UTF-8: nothing was read or changed."""
-    if kind_of(request) is RequestKind.PAGE:
-        response = HTTPBadRequest(
-            "This address or form could not be read: it is not UTF-8. Nothing was changed; "
-            "go back and try again.")
-    else:
-        response = HTTPBadRequest(json_body={"error": "bad_request"},
-                                  content_type="application/json")
-    response.cache_control = "no-store"
-    return response
+    return _answer(request, HTTPBadRequest,
+                   "This address or form could not be read: it is not UTF-8. Nothing was "
+                   "changed; go back and try again.", {"error": "bad_request"})
 
 
 def too_large(request, limit: int) -> Response:
     """A change that would make the session hold more than ``max_session_size``: not saved."""
-    kilobytes = limit // 1024
-    if kind_of(request) is RequestKind.PAGE:
-        response = HTTPRequestEntityTooLarge(
-            f"This change would make your session hold more than {kilobytes} KiB, the most "
-            "this site keeps, so it was not saved. Remove something and try again.")
-    else:
-        response = HTTPRequestEntityTooLarge(
-            json_body={"error": "session_too_large", "limit": limit},
-            content_type="application/json")
-    response.cache_control = "no-store"
-    return response
+    return _answer(request, HTTPRequestEntityTooLarge,
+                   f"This change would make your session hold more than {limit // 1024} KiB, "
+                   "the most this site keeps, so it was not saved. Remove something and try "
+                   "again.", {"error": "session_too_large", "limit": limit})
 
 
 def forbidden(request) -> Response:
