@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -11,8 +12,16 @@ from sqlalchemy import DateTime, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 _hasher = PasswordHasher()
-#: Verified against when the user does not exist, so both answers take as long.
-_DUMMY_HASH = _hasher.hash("not a real password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so both answers take as long.
+
+    Made on first use, not at import: hashing takes Argon2's 64 MiB, and processes
+    that import the models without checking a password (``session-sweeper``) keep
+    their peak memory small."""
+    return _hasher.hash("not a real password")
 
 
 class Base(DeclarativeBase):
@@ -48,6 +57,6 @@ def authenticate(dbsession, username: str, password: str) -> User | None:
             else dbsession.scalar(select(User).where(User.username == username)))
     if user is None:
         with contextlib.suppress(VerificationError):
-            _hasher.verify(_DUMMY_HASH, password)
+            _hasher.verify(_dummy_hash(), password)
         return None
     return user if user.check_password(password) else None
