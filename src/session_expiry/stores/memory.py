@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 RECENT_ENDS = 10_000
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     record: SessionRecord
     data: str | None  # JSON text while open; None once ended
