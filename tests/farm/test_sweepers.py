@@ -54,18 +54,34 @@ def test_four_sweepers_at_once_leave_exactly_one_event_row_per_session(tmp_path,
     engine.dispose()
 
 
+def wait_until_still(engine, seconds: float = 60, quiet: float = 1.0) -> dict:
+    """The events once their count has not moved for ``quiet`` seconds."""
+    deadline = time.monotonic() + seconds
+    last, since = events(engine), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = events(engine)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif last["rows"] and time.monotonic() - since >= quiet:
+            return last
+    raise AssertionError(f"the sweeper never stopped mid-run: {last}")
+
+
 def test_a_sweeper_killed_mid_run_leaves_nothing_twice_and_nothing_unsent(tmp_path, farm_url):
     engine = fill(farm_url)
     ini = write_ini(tmp_path, farm_url)
+    # Its log is never read: once the pipe is full, the sweeper blocks writing a
+    # "session ended" line, that is while sending a batch whose sessions are ended
+    # and logged (committed) and whose sending is not (its transaction is open).
     sweeper = run_sweeper(ini, "--once", "--batch", "10")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not 0 < events(engine)["rows"] < SESSIONS // 2:
-        time.sleep(0.01)
+    frozen = wait_until_still(engine)
     sweeper.send_signal(signal.SIGKILL)
     sweeper.wait(timeout=10)
     at_kill = events(engine)
+    assert at_kill == frozen
     assert 0 < at_kill["rows"] < SESSIONS, "the kill did not land mid-run"
-    assert at_kill["notified"] < at_kill["rows"]  # notifications come after the claims
+    assert at_kill["notified"] < at_kill["rows"], "the batch being sent stays unsent"
 
     again = run_sweeper(ini, "--once", "--batch", "500")
     out, err = again.communicate(timeout=240)

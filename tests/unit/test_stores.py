@@ -1188,3 +1188,72 @@ def test_missing_tables_are_a_clear_store_unavailable(kind, request, tmp_path):
             store.get(KEY)
     finally:
         store.close()
+
+
+# -- one read for the record and the data (SQL) ----------------------------------------------
+
+def statements(store) -> list[str]:
+    """The statements the store sends from now on (a live list)."""
+    sent: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute",
+                    lambda conn, cursor, statement, *_: sent.append(statement))
+    return sent
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_a_request_that_reads_its_session_makes_one_read(store):
+    store.open(KEY, "42", T0)
+    store.save_data(KEY, {"cart": [1, 2]})
+    sent = statements(store)
+
+    assert store.get(KEY).is_open
+    assert store.load_data(KEY) == SessionData({"cart": [1, 2]}, 1)
+
+    assert len([s for s in sent if s.lstrip().upper().startswith("SELECT")]) == 1, sent
+    assert store.load_data(KEY) == SessionData({"cart": [1, 2]}, 1), "then from the database"
+    assert len([s for s in sent if s.lstrip().upper().startswith("SELECT")]) == 2, sent
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_a_write_after_the_read_sends_load_data_to_the_database(store, clock):
+    store.open(KEY, "42", T0)
+    store.save_data(KEY, {"cart": [1]})
+    store.get(KEY)
+    store.end(KEY, "logged_out", T0 + 1)
+    assert store.load_data(KEY) is None, "ended in this thread after the read: no data"
+
+    store.open(KEY2, "43", T0)
+    store.get(KEY2)
+    store.save_data(KEY2, {"theme": "dark"}, base=None)
+    assert store.load_data(KEY2) == SessionData({"theme": "dark"}, 1), "what is there now"
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_the_read_serves_only_its_key_and_its_thread(store):
+    store.open(KEY, "42", T0)
+    store.open(KEY2, "43", T0)
+    store.save_data(KEY, {"who": "one"})
+    store.save_data(KEY2, {"who": "two"})
+
+    store.get(KEY)
+    assert store.load_data(KEY2).values == {"who": "two"}, "another key: read on its own"
+
+    store.get(KEY)
+    elsewhere = []
+    thread = threading.Thread(target=lambda: elsewhere.append(
+        (store.load_data(KEY), store.save_data(KEY, {"who": "changed"}, base=None))))
+    thread.start()
+    thread.join()
+    assert elsewhere[0][0].values == {"who": "one"}
+    # This thread's read is older than the other thread's write; the data it hands out is
+    # that of the read (the request's snapshot), and a save still merges by version.
+    assert store.load_data(KEY) == SessionData({"who": "one"}, 1)
+    assert store.load_data(KEY) == SessionData({"who": "changed"}, 2)
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_a_tombstone_read_serves_no_data(store):
+    store.open(KEY, "42", T0)
+    store.end(KEY, "logged_out", T0 + 1)
+    assert store.get(KEY).end_reason == "logged_out"
+    assert store.load_data(KEY) is None

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -163,6 +164,9 @@ _RECORD = (sessions.c.key, sessions.c.user_id, sessions.c.created, sessions.c.la
            sessions.c.idle_deadline, sessions.c.absolute_deadline, sessions.c.ended_at,
            sessions.c.end_reason, sessions.c.ip, sessions.c.user_agent)
 
+#: The data as the database keeps it (JSON text): decoded only when a view reads it.
+_DATA_TEXT = sa.cast(sessions.c.data, sa.Text).label("data")
+
 
 #: The column each order of the active list sorts by (``figures.sort_value`` in SQL).
 _ACTIVE_ORDER = {ActiveSort.STARTED: sessions.c.created,
@@ -187,6 +191,20 @@ def _record(row) -> SessionRecord:
         last_seen=seconds(row.last_seen), idle_deadline=seconds(row.idle_deadline),
         absolute_deadline=seconds(row.absolute_deadline), ended_at=seconds(row.ended_at),
         end_reason=row.end_reason, ip=row.ip, user_agent=row.user_agent)
+
+
+def _event_id(row) -> int:
+    return row.id
+
+
+def _logged(ended):
+    """The INSERT (a CTE, PostgreSQL) writing one ``ended`` event per row of ``ended``."""
+    return session_events.insert().from_select(
+        ["session_key", "user_id", "kind", "reason", "at", "duration"],
+        sa.select(ended.c.key, ended.c.user_id, sa.literal(ENDED), ended.c.end_reason,
+                  ended.c.ended_at,
+                  sa.cast(sa.extract("epoch", ended.c.ended_at - ended.c.created),
+                          sa.Integer))).cte("logged")
 
 
 def engine_for(url: str) -> sa.Engine:
@@ -233,6 +251,9 @@ class SqlStore:
         self._sqlite = engine.dialect.name == "sqlite"
         self._row_locks = not self._sqlite
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        #: The open session row ``get`` read last in this thread, until ``load_data``
+        #: uses it or this thread writes anything (``_begin``).
+        self._just_read = threading.local()
         self._refusals: Counter = Counter()  # (hour, reason) -> requests not written yet
         self._refusals_lock = threading.Lock()
         self._refusals_timer: threading.Timer | None = None
@@ -257,13 +278,21 @@ class SqlStore:
         return record
 
     def get(self, key):
-        row = self._read_row(sa.select(*_RECORD).where(sessions.c.key == key))
+        """The record; the same statement reads the data (as text, decoded only if
+        asked for), which a ``load_data`` of this key right after, in this thread,
+        is served from: a request that reads its session makes one round trip."""
+        row = self._read_row(sa.select(*_RECORD, _DATA_TEXT, sessions.c.version)
+                             .where(sessions.c.key == key))
+        self._just_read.row = row if row is not None and row.ended_at is None else None
         return None if row is None else _record(row)
 
     def load_data(self, key):
-        row = self._read_row(sa.select(sessions.c.data, sessions.c.version)
-                             .where(sessions.c.key == key, _OPEN))
-        return None if row is None else SessionData(row.data or {}, row.version)
+        row, self._just_read.row = getattr(self._just_read, "row", None), None
+        if row is None or row.key != key:
+            row = self._read_row(sa.select(_DATA_TEXT, sessions.c.version)
+                                 .where(sessions.c.key == key, _OPEN))
+        return None if row is None else SessionData(
+            json.loads(row.data) if row.data is not None else {}, row.version)
 
     def save_data(self, key, values, base=EMPTY):
         if base is None:  # replace, whatever is there
@@ -346,13 +375,16 @@ class SqlStore:
         while True:
             with self._begin() as conn:
                 claimed, ended = self._sweep_batch(conn, now, batch)
-            result.ended.update(row.end_reason for row in ended)
+            # Told batch by batch: subscribers hear of each end within a batch's time.
+            result.ended.update(reason for _, reason in ended)
+            if ended:
+                result.notified += self.notify_pending(batch, only=[key for key, _ in ended])
             looked_at += claimed
             if progress:
                 progress(looked_at, max(due, looked_at))
             if claimed < batch:
                 break
-        result.notified = self.notify_pending(batch)
+        result.notified += self.notify_pending(batch)  # what a crash left behind
         result.pruned = self.prune(now, batch)
         result.seconds = time.monotonic() - started
         return result
@@ -494,7 +526,7 @@ class SqlStore:
             return conn.execute(sa.select(sa.func.count()).select_from(sessions)
                                 .where(_OPEN, sessions.c.sweep_at <= at(now))).scalar_one()
 
-    def notify_pending(self, batch: int = 500, only: str | None = None) -> int:
+    def notify_pending(self, batch: int = 500, only: list[str] | None = None) -> int:
         """Send the notifications of ended sessions not sent yet (the outbox).
 
         At least once: a row is marked sent only after its subscribers ran, so
@@ -502,43 +534,53 @@ class SqlStore:
         subscriber that raises is logged, not retried. ``only``: just these
         sessions' (keys), right after ending them.
         """
-        pending = session_events.c.notified_at.is_(None)
-        if only is not None:
-            pending = sa.and_(pending, session_events.c.session_key.in_(only))
-        claim = (sa.select(session_events).where(pending).order_by(session_events.c.id)
-                 .limit(batch).with_for_update(skip_locked=True))
+        events = session_events.c
+        if only is None:  # the oldest pending events, through the outbox index
+            claim = (sa.select(events.id).where(events.notified_at.is_(None))
+                     .order_by(events.id).limit(batch))
+        else:
+            # By the unique (session_key, kind) index, one row per key: never a walk
+            # of the outbox index (a busy sweep leaves it full of entries already
+            # sent), nor of the table, whatever the planner's statistics say.
+            claim = sa.select(events.id).where(self._among(events.session_key, only),
+                                               events.kind == ENDED)
+        pending = sa.and_(events.id.in_(claim.with_for_update(skip_locked=True)
+                                        .scalar_subquery()),
+                          events.notified_at.is_(None))
         sent = 0
         with self._notifying:  # one notifier per process: no double sends from threads
             while True:
                 if self._row_locks:
-                    # PostgreSQL: other sweepers skip the rows locked while we send them.
+                    # PostgreSQL: one statement claims and marks a batch; other sweepers
+                    # skip the rows it locked. The mark is committed only after the
+                    # subscribers ran: a crash while sending rolls it back.
                     with self._begin() as conn:
-                        rows = conn.execute(claim).all()
+                        rows = sorted(conn.execute(
+                            session_events.update().where(pending)
+                            .values(notified_at=at(int(self.clock())))
+                            .returning(*session_events.c)).all(), key=_event_id)
                         self._send(rows)
-                        self._mark_sent(conn, rows)
                 else:
                     # SQLite locks the whole file: send outside the transaction, so a
                     # subscriber may use the database.
                     with self._begin(readonly=True) as conn:
-                        rows = conn.execute(claim).all()
+                        rows = conn.execute(sa.select(session_events).where(pending)
+                                            .order_by(events.id)).all()
                     self._send(rows)
-                    with self._begin() as conn:
-                        self._mark_sent(conn, rows)
+                    if rows:
+                        with self._begin() as conn:
+                            conn.execute(session_events.update()
+                                         .where(events.id.in_([row.id for row in rows]),
+                                                events.notified_at.is_(None))
+                                         .values(notified_at=at(int(self.clock()))))
                 sent += len(rows)
-                if len(rows) < batch:
+                if only is not None or len(rows) < batch:
                     return sent
 
     def _send(self, rows) -> None:
         for row in rows:
             report(self.on_end, SessionEnded(row.session_key, row.user_id, row.reason,
-                                      seconds(row.at), row.duration))
-
-    def _mark_sent(self, conn, rows) -> None:
-        if rows:
-            conn.execute(session_events.update()
-                         .where(session_events.c.id.in_([row.id for row in rows]),
-                                session_events.c.notified_at.is_(None))
-                         .values(notified_at=at(int(self.clock()))))
+                                             seconds(row.at), row.duration))
 
     def prune(self, now: int, batch: int = 500) -> int:
         """Delete tombstones and notified events older than ``retention``, in batches."""
@@ -573,38 +615,67 @@ class SqlStore:
     # -- internals -------------------------------------------------------------
 
     def _sweep_batch(self, conn, now, batch):
+        """Claim up to ``batch`` overdue sessions, end those past their deadline and look
+        again at the deadline of the rest (touched since their ``sweep_at`` was set).
+
+        Returns (how many were claimed, (key, end reason) of each session ended).
+        """
         due = (sa.select(sessions.c.key)
                .where(_OPEN, sessions.c.sweep_at <= at(now))
                .order_by(sessions.c.sweep_at).limit(batch)
                .with_for_update(skip_locked=True))
-        keys = conn.execute(due).scalars().all()
-        if not keys:
-            return 0, []
-        claimed = sessions.c.key.in_(keys)
-        ended = self._end_rows(conn, sa.and_(claimed, at(now) >= _DEADLINE), None, now)
-        # The rest were touched since their sweep_at was set: look again at their deadline.
-        conn.execute(sessions.update().where(claimed, _OPEN).values(sweep_at=_DEADLINE))
-        return len(keys), ended
+        if self._sqlite:
+            keys = conn.execute(due).scalars().all()
+            claimed = sessions.c.key.in_(keys)
+            ended = self._end_rows(conn, sa.and_(claimed, at(now) >= _DEADLINE), None, now)
+            conn.execute(sessions.update().where(claimed, _OPEN).values(sweep_at=_DEADLINE))
+            return len(keys), [(row.key, row.end_reason) for row in ended]
+        # PostgreSQL: the whole batch is one statement, the events written on the server.
+        due = due.cte("due")
+        claimed = sessions.c.key.in_(sa.select(due.c.key))
+        ended = self._ending(sa.and_(claimed, at(now) >= _DEADLINE), None, now).cte("ended")
+        refreshed = (sessions.update().where(claimed, _OPEN, at(now) < _DEADLINE)
+                     .values(sweep_at=_DEADLINE).cte("refreshed"))
+        statement = sa.select(
+            sa.select(sa.func.count()).select_from(due).scalar_subquery(),
+            sa.select(sa.func.array_agg(ended.c.key)).scalar_subquery(),
+            sa.select(sa.func.array_agg(ended.c.end_reason)).scalar_subquery(),
+        ).add_cte(_logged(ended), refreshed)
+        count, keys, reasons = conn.execute(statement).one()
+        return count, list(zip(keys or (), reasons or (), strict=True))
 
-    def _end_rows(self, conn, which, reason, now):
-        """End the open sessions ``which`` selects and write their event rows.
+    def _among(self, column, values):
+        """``column IN values``; on PostgreSQL one array parameter (``= ANY``), so the
+        statement's text is the same for any number of values."""
+        if self._sqlite:
+            return column.in_(values)
+        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(column.type)))
+
+    def _ending(self, which, reason, now):
+        """The UPDATE that ends the open sessions ``which`` selects, returning their records.
 
         Sessions past their deadline end for their timeout, whatever ``reason`` says.
         """
         if reason is not None:
             reason = sa.case((at(now) >= _DEADLINE, _OVERDUE_REASON), else_=sa.literal(reason))
-        rows = conn.execute(
-            sessions.update().where(which, _OPEN)
-            .values(ended_at=at(now), end_reason=reason if reason is not None
-                    else _OVERDUE_REASON, data=None)
-            .returning(*_RECORD)).all()
-        if rows:
-            conn.execute(session_events.insert(), [
-                {"session_key": row.key, "user_id": row.user_id, "kind": ENDED,
-                 "reason": row.end_reason, "at": row.ended_at,
-                 "duration": seconds(row.ended_at) - seconds(row.created)}
-                for row in rows])
-        return rows
+        return (sessions.update().where(which, _OPEN)
+                .values(ended_at=at(now), end_reason=reason if reason is not None
+                        else _OVERDUE_REASON, data=None)
+                .returning(*_RECORD))
+
+    def _end_rows(self, conn, which, reason, now):
+        """End the open sessions ``which`` selects and write their event rows."""
+        if self._sqlite:  # SQLite has no UPDATE inside WITH
+            rows = conn.execute(self._ending(which, reason, now)).all()
+            if rows:
+                conn.execute(session_events.insert(), [
+                    {"session_key": row.key, "user_id": row.user_id, "kind": ENDED,
+                     "reason": row.end_reason, "at": row.ended_at,
+                     "duration": seconds(row.ended_at) - seconds(row.created)}
+                    for row in rows])
+            return rows
+        ended = self._ending(which, reason, now).cte("ended")
+        return conn.execute(sa.select(*ended.c).add_cte(_logged(ended))).all()
 
     def _read_row(self, statement):
         """The first row of a one-statement read, or None: every request's reads.
@@ -630,6 +701,8 @@ class SqlStore:
     def _begin(self, readonly: bool = False, alone: bool = False):
         """A connection in a transaction; ``alone``: a read of one statement, which on
         PostgreSQL needs no transaction of its own."""
+        if not readonly:
+            self._just_read.row = None  # a write may change or end what was read
         try:
             if alone and not self._sqlite:
                 with self._autocommit.connect() as conn:
