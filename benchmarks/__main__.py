@@ -21,6 +21,9 @@ from benchmarks.figures import Figure, table
 BENCHMARKS = (
     ("benchmarks.http_peers", "measure"),
     ("benchmarks.report_scale", "figures"),
+    ("benchmarks.sweeper_scale", "measure"),
+    ("benchmarks.memory_scale", "measure"),
+    ("benchmarks.browser_figures", "measure"),
 )
 
 

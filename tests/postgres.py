@@ -32,7 +32,9 @@ def _bin_dir() -> Path:
 
 
 class PostgresServer:
-    def __init__(self):
+    def __init__(self, **settings: str):
+        """``settings``: server settings besides the tests' (e.g. ``shared_buffers="1GB"``)."""
+        self.settings = settings
         self.bin = _bin_dir()
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="session-expiry-pg-"))
@@ -54,7 +56,8 @@ class PostgresServer:
                   "--no-sync", "-E", "UTF8", "--locale=C")
         options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                   "-c max_connections=200")
+                   "-c max_connections=200"
+                   + "".join(f" -c {name}={value}" for name, value in self.settings.items()))
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l",
                   str(self.root / "server.log"), "-w", "-t", "60", "start")
         return self
