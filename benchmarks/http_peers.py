@@ -91,22 +91,27 @@ def wrk_binary() -> str:
 
 def start(name: str, env: dict) -> Variant:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "benchmarks.http_apps", name, str(port)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    variant = Variant(name, port, process)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/page", timeout=2)
-        except urllib.error.HTTPError:
-            return variant  # it answers (an anonymous request: refused)
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{name} did not start: "
-                                 f"{process.stderr.read().decode()[-2000:]}") from None
-            time.sleep(0.1)
-        else:
-            return variant
+    # Its log goes to a file (the child keeps it open): a pipe nobody reads fills up under
+    # load (waitress warns of its queue depth) and the server stops, blocked on a write.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.http_apps", name, str(port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=log)
+        variant = Variant(name, port, process)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/page", timeout=2)
+            except urllib.error.HTTPError:
+                return variant  # it answers (an anonymous request: refused)
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise SystemExit(f"{name} did not start: "
+                                     f"{log.read().decode()[-2000:]}") from None
+                time.sleep(0.1)
+            else:
+                return variant
 
 
 def get(variant: Variant, path: str, cookie: str = "") -> tuple[int, list[str]]:
@@ -149,7 +154,10 @@ def run_wrk(variant: Variant, seconds: int) -> float:
     errors = re.search(r"Socket errors: .*", out)
     if failed or errors:
         raise SystemExit(f"{variant.name}: requests failed under load:\n{out}")
-    variant.requests += int(re.search(r"(\d+) requests in", out).group(1))
+    served = int(re.search(r"(\d+) requests in", out).group(1))
+    if not served:
+        raise SystemExit(f"{variant.name}: served no request in {seconds} s:\n{out}")
+    variant.requests += served
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
