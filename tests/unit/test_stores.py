@@ -1225,16 +1225,30 @@ def test_missing_tables_are_a_clear_store_unavailable(kind, request, tmp_path):
 
 # -- one read for the record and the data (SQL) ----------------------------------------------
 
-def statements(store) -> list[str]:
-    """The statements the store sends from now on (a live list)."""
-    sent: list[str] = []
-    sa.event.listen(store.engine, "before_cursor_execute",
-                    lambda conn, cursor, statement, *_: sent.append(statement))
-    return sent
+@pytest.fixture
+def statements():
+    """``statements(store)``: the statements the store sends to its database from now on,
+    through any of its pools (a live list)."""
+    listeners = []
+
+    def watch(store) -> list[str]:
+        sent: list[str] = []
+
+        def listener(conn, cursor, statement, *_):
+            if conn.engine.url == store.engine.url:
+                sent.append(statement)
+
+        sa.event.listen(sa.Engine, "before_cursor_execute", listener)
+        listeners.append(listener)
+        return sent
+
+    yield watch
+    for listener in listeners:
+        sa.event.remove(sa.Engine, "before_cursor_execute", listener)
 
 
 @pytest.mark.parametrize("kind", SQL_KINDS)
-def test_a_request_that_reads_its_session_makes_one_read(store):
+def test_a_request_that_reads_its_session_makes_one_read(store, statements):
     store.open(KEY, "42", T0)
     store.save_data(KEY, {"cart": [1, 2]})
     sent = statements(store)

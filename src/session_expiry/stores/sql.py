@@ -169,6 +169,12 @@ _RECORD = (sessions.c.key, sessions.c.user_id, sessions.c.created, sessions.c.la
 #: The data as the database keeps it (JSON text): decoded only when a view reads it.
 _DATA_TEXT = sa.cast(sessions.c.data, sa.Text).label("data")
 
+#: Every request's reads, built once (a statement built per call costs more than its
+#: round trip to a local PostgreSQL); the session's key is their one parameter.
+_BY_KEY = sessions.c.key == sa.bindparam("key")
+_GET = sa.select(*_RECORD, _DATA_TEXT, sessions.c.version).where(_BY_KEY)
+_GET_DATA = sa.select(_DATA_TEXT, sessions.c.version).where(_BY_KEY, _OPEN)
+
 
 #: The column each order of the active list sorts by (``figures.sort_value`` in SQL).
 _ACTIVE_ORDER = {ActiveSort.STARTED: sessions.c.created,
@@ -262,7 +268,10 @@ class SqlStore:
         self._notifying = threading.RLock()
         self._sqlite = engine.dialect.name == "sqlite"
         self._row_locks = not self._sqlite
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        #: PostgreSQL: the one-statement reads, in autocommit, from a pool of their own
+        #: (switching a pooled connection to autocommit and back costs more than a read).
+        self._reads = None if self._sqlite else sa.create_engine(
+            engine.url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
         #: The open session row ``get`` read last in this thread, until ``load_data``
         #: uses it or this thread writes anything (``_begin``).
         self._just_read = threading.local()
@@ -293,16 +302,14 @@ class SqlStore:
         """The record; the same statement reads the data (as text, decoded only if
         asked for), which a ``load_data`` of this key right after, in this thread,
         is served from: a request that reads its session makes one round trip."""
-        row = self._read_row(sa.select(*_RECORD, _DATA_TEXT, sessions.c.version)
-                             .where(sessions.c.key == key))
+        row = self._read_row(_GET, key)
         self._just_read.row = row if row is not None and row.ended_at is None else None
         return None if row is None else _record(row)
 
     def load_data(self, key):
         row, self._just_read.row = getattr(self._just_read, "row", None), None
         if row is None or row.key != key:
-            row = self._read_row(sa.select(_DATA_TEXT, sessions.c.version)
-                                 .where(sessions.c.key == key, _OPEN))
+            row = self._read_row(_GET_DATA, key)
         return None if row is None else SessionData(
             json.loads(row.data) if row.data is not None else {}, row.version)
 
@@ -536,6 +543,8 @@ class SqlStore:
             if self._refusals_timer is not None:
                 self._refusals_timer.cancel()
         self.engine.dispose()
+        if self._reads is not None:
+            self._reads.dispose()
 
     # -- the sweeper's parts ---------------------------------------------------
 
@@ -697,25 +706,28 @@ class SqlStore:
         ended = self._ending(which, reason, now).cte("ended")
         return conn.execute(sa.select(*ended.c).add_cte(_logged(ended))).all()
 
-    def _read_row(self, statement):
+    def _read_row(self, statement, key: str):
         """The first row of a one-statement read, or None: every request's reads.
 
         On PostgreSQL the statement runs on its own (autocommit: no BEGIN and
         COMMIT round trips). A connection the server dropped (a restart) is
         replaced and the statement run once more, so the request that meets it
-        is served; SQLAlchemy then replaces every connection older than it.
+        is served; SQLAlchemy then replaces every connection older than it, and the
+        pool of the writes is replaced too.
         """
         try:
-            return self._first_row(statement)
+            return self._first_row(statement, key)
         except StoreUnavailable as error:
             if not getattr(error.__cause__, "connection_invalidated", False):
                 raise
             log.warning("session database connection lost; reading again: %s", error)
-        return self._first_row(statement)
+            # The server went away: the other pool's connections are as stale as this one.
+            self.engine.dispose(close=False)
+        return self._first_row(statement, key)
 
-    def _first_row(self, statement):
+    def _first_row(self, statement, key: str):
         with self._begin(readonly=True, alone=True) as conn:
-            return conn.execute(statement).first()
+            return conn.execute(statement, {"key": key}).first()
 
     @contextmanager
     def _begin(self, readonly: bool = False, alone: bool = False):
@@ -724,8 +736,8 @@ class SqlStore:
         if not readonly:
             self._just_read.row = None  # a write may change or end what was read
         try:
-            if alone and not self._sqlite:
-                with self._autocommit.connect() as conn:
+            if alone and self._reads is not None:
+                with self._reads.connect() as conn:
                     yield conn
                 return
             with self.engine.connect() as conn:
