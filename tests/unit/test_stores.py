@@ -1021,39 +1021,6 @@ def test_sweep_sends_the_notifications_a_crash_left_behind(store, ends):
         [(KEY, "logged_out"), (KEY2, "idle_timeout")])
 
 
-@pytest.mark.parametrize("kind", SQL_KINDS)
-def test_a_sweep_that_dies_while_sending_leaves_each_end_to_be_sent_once_more(make, kind):
-    class Crash(BaseException):
-        """The sweeper dies in the middle of sending notifications."""
-
-    sent = []
-
-    def dies_on_the_second(event):
-        sent.append(event.session_key)
-        if len(sent) == 2:
-            raise Crash
-
-    store = make(on_end=dies_on_the_second)
-    keys = sorted(session_key(f"sweep-crash-{i}") for i in range(3))
-    for key in keys:
-        store.open(key, "42", T0)
-    with pytest.raises(Crash):
-        store.sweep(T0 + IDLE)
-    ended = raw(store, "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL")
-    if kind == "postgresql":  # sent before the commit: the crash undid the batch
-        assert ended == [(0,)] and raw(store, "SELECT count(*) FROM session_events") == [(0,)]
-    else:  # sent after the commit: the events wait in the outbox
-        assert ended == [(3,)] and set(notified_at(store).values()) == {None}
-
-    again = Ends()
-    store.on_end = again
-    result = store.sweep(T0 + IDLE + 5)
-    assert result.notified == 3
-    assert sorted(again.keys) == keys, "every end sent again, once"
-    assert len(notified_at(store)) == 3 and None not in notified_at(store).values()
-    assert store.sweep(T0 + IDLE + 10).notified == 0
-
-
 def sweep_at(store, key) -> int:
     [(value,)] = raw(store, "SELECT sweep_at FROM sessions WHERE key = :key", key=key)
     return to_seconds(value)

@@ -10,9 +10,7 @@ cannot undo a logout.
 Ending a session writes one ``session_events`` row in the same transaction;
 the unique (session_key, kind) pair makes "exactly once" a fact of the
 database. Notifications go out after the commit, from that row's
-``notified_at`` outbox column (at least once); the sweeper on PostgreSQL
-writes its events as sent and sends them before its commit instead, so a
-crash while sending undoes the batch and the next sweep does it again.
+``notified_at`` outbox column (at least once).
 
 Touches change only ``last_seen`` and ``idle_deadline``, which no index
 covers, so PostgreSQL can make them HOT updates. The sweeper finds overdue
@@ -205,24 +203,14 @@ def _event_id(row) -> int:
     return row.id
 
 
-def _logged(ended, sent_at=None):
-    """The INSERT (a CTE, PostgreSQL) writing one ``ended`` event per row of ``ended``,
-    returning the events; ``sent_at``: written as already sent (by the sweeper, which
-    sends them before its commit)."""
+def _logged(ended):
+    """The INSERT (a CTE, PostgreSQL) writing one ``ended`` event per row of ``ended``."""
     return session_events.insert().from_select(
-        ["session_key", "user_id", "kind", "reason", "at", "duration", "notified_at"],
+        ["session_key", "user_id", "kind", "reason", "at", "duration"],
         sa.select(ended.c.key, ended.c.user_id, sa.literal(ENDED), ended.c.end_reason,
                   ended.c.ended_at,
                   sa.cast(sa.extract("epoch", ended.c.ended_at - ended.c.created),
-                          sa.Integer),
-                  sa.cast(sa.literal(sent_at, UTCDateTime), UTCDateTime))
-    ).returning(*session_events.c).cte("logged")
-
-
-def _event(row) -> SessionEnded:
-    """The notification of a ``session_events`` row."""
-    return SessionEnded(row.session_key, row.user_id, row.reason, seconds(row.at),
-                        row.duration)
+                          sa.Integer))).cte("logged")
 
 
 def engine_for(url: str) -> sa.Engine:
@@ -392,19 +380,12 @@ class SqlStore:
         due = self.due_count(now) if progress else 0
         looked_at = 0
         while True:
-            # Told batch by batch: subscribers hear of each end within a batch's time.
             with self._begin() as conn:
                 claimed, ended = self._sweep_batch(conn, now, batch)
-                if self._row_locks:
-                    # PostgreSQL: the events were written as sent; they are sent before
-                    # the commit, so a crash while sending undoes the batch, which the
-                    # next sweep ends and sends again (at least once, one row each).
-                    self._send(ended)
-                    result.notified += len(ended)
-            result.ended.update(event.reason for event in ended)
-            if ended and not self._row_locks:
-                result.notified += self.notify_pending(
-                    batch, only=[event.session_key for event in ended])
+            # Told batch by batch: subscribers hear of each end within a batch's time.
+            result.ended.update(reason for _, reason in ended)
+            if ended:
+                result.notified += self.notify_pending(batch, only=[key for key, _ in ended])
             looked_at += claimed
             if progress:
                 progress(looked_at, max(due, looked_at))
@@ -587,14 +568,14 @@ class SqlStore:
                             session_events.update().where(pending)
                             .values(notified_at=at(int(self.clock())))
                             .returning(*session_events.c)).all(), key=_event_id)
-                        self._send(map(_event, rows))
+                        self._send(rows)
                 else:
                     # SQLite locks the whole file: send outside the transaction, so a
                     # subscriber may use the database.
                     with self._begin(readonly=True) as conn:
                         rows = conn.execute(sa.select(session_events).where(pending)
                                             .order_by(events.id)).all()
-                    self._send(map(_event, rows))
+                    self._send(rows)
                     if rows:
                         with self._begin() as conn:
                             conn.execute(session_events.update()
@@ -605,9 +586,10 @@ class SqlStore:
                 if only is not None or len(rows) < batch:
                     return sent
 
-    def _send(self, events) -> None:
-        for event in events:
-            report(self.on_end, event)
+    def _send(self, rows) -> None:
+        for row in rows:
+            report(self.on_end, SessionEnded(row.session_key, row.user_id, row.reason,
+                                             seconds(row.at), row.duration))
 
     def prune(self, now: int, batch: int = 500) -> int:
         """Delete tombstones and notified events older than ``retention``, in batches."""
@@ -645,8 +627,7 @@ class SqlStore:
         """Claim up to ``batch`` overdue sessions, end those past their deadline and look
         again at the deadline of the rest (touched since their ``sweep_at`` was set).
 
-        Returns (how many were claimed, the event of each session ended); on PostgreSQL
-        the events are written as sent: the caller sends them before the commit.
+        Returns (how many were claimed, (key, end reason) of each session ended).
         """
         due = (sa.select(sessions.c.key)
                .where(_OPEN, sessions.c.sweep_at <= at(now))
@@ -657,21 +638,20 @@ class SqlStore:
             claimed = sessions.c.key.in_(keys)
             ended = self._end_rows(conn, sa.and_(claimed, at(now) >= _DEADLINE), None, now)
             conn.execute(sessions.update().where(claimed, _OPEN).values(sweep_at=_DEADLINE))
-            return len(keys), [SessionEnded.of(_record(row)) for row in ended]
+            return len(keys), [(row.key, row.end_reason) for row in ended]
         # PostgreSQL: the whole batch is one statement, the events written on the server.
         due = due.cte("due")
         claimed = sessions.c.key.in_(sa.select(due.c.key))
         ended = self._ending(sa.and_(claimed, at(now) >= _DEADLINE), None, now).cte("ended")
-        logged = _logged(ended, sent_at=at(int(self.clock())))
         refreshed = (sessions.update().where(claimed, _OPEN, at(now) < _DEADLINE)
                      .values(sweep_at=_DEADLINE).cte("refreshed"))
-        # One row per event, or one row of NULLs: the claimed count comes either way.
-        count = sa.select(sa.func.count()).select_from(due).scalar_subquery()
-        always = sa.select(sa.literal(1).label("one")).subquery("always")
-        rows = conn.execute(sa.select(count.label("claimed"), *logged.c)
-                            .select_from(always.outerjoin(logged, sa.true()))
-                            .add_cte(refreshed)).all()
-        return rows[0].claimed, [_event(row) for row in rows if row.id is not None]
+        statement = sa.select(
+            sa.select(sa.func.count()).select_from(due).scalar_subquery(),
+            sa.select(sa.func.array_agg(ended.c.key)).scalar_subquery(),
+            sa.select(sa.func.array_agg(ended.c.end_reason)).scalar_subquery(),
+        ).add_cte(_logged(ended), refreshed)
+        count, keys, reasons = conn.execute(statement).one()
+        return count, list(zip(keys or (), reasons or (), strict=True))
 
     def _among(self, column, values):
         """``column IN values``; on PostgreSQL one array parameter (``= ANY``), so the
