@@ -1021,6 +1021,37 @@ def test_sweep_sends_the_notifications_a_crash_left_behind(store, ends):
         [(KEY, "logged_out"), (KEY2, "idle_timeout")])
 
 
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_a_sweep_that_dies_while_sending_leaves_each_end_to_be_sent_once_more(make):
+    class Crash(BaseException):
+        """The sweeper dies in the middle of sending notifications."""
+
+    sent = []
+
+    def dies_on_the_second(event):
+        sent.append(event.session_key)
+        if len(sent) == 2:
+            raise Crash
+
+    store = make(on_end=dies_on_the_second)
+    keys = sorted(session_key(f"sweep-crash-{i}") for i in range(3))
+    for key in keys:
+        store.open(key, "42", T0)
+    with pytest.raises(Crash):
+        store.sweep(T0 + IDLE)
+    # Sent after the commit: the sessions are ended, their events wait in the outbox.
+    assert raw(store, "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL") == [(3,)]
+    assert set(notified_at(store).values()) == {None}
+
+    again = Ends()
+    store.on_end = again
+    result = store.sweep(T0 + IDLE + 5)
+    assert result.notified == 3 and not result.ended
+    assert sorted(again.keys) == keys, "every end sent again, once"
+    assert None not in notified_at(store).values()
+    assert store.sweep(T0 + IDLE + 10).notified == 0
+
+
 def sweep_at(store, key) -> int:
     [(value,)] = raw(store, "SELECT sweep_at FROM sessions WHERE key = :key", key=key)
     return to_seconds(value)
@@ -1271,3 +1302,28 @@ def test_a_tombstone_read_serves_no_data(store):
     store.end(KEY, "logged_out", T0 + 1)
     assert store.get(KEY).end_reason == "logged_out"
     assert store.load_data(KEY) is None
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_a_subscriber_may_use_the_store_from_inside_a_sweeps_notification(make, clock):
+    """The sweeper's subscribers see the end committed: the tombstone is there to read, and
+    ending another session (one the same sweep ends too) waits on nothing."""
+    seen = []
+    store = None
+
+    def look_and_end_the_other(event):
+        seen.append((event.session_key, store.get(event.session_key).end_reason))
+        if event.session_key == "a" * 64:
+            store.end("b" * 64, "ended_by_user", int(clock()))
+
+    store = make(on_end=look_and_end_the_other)
+    store.open("a" * 64, "7", T0)
+    store.open("b" * 64, "7", T0 + 1)
+    finished = threading.Event()
+    worker = threading.Thread(target=lambda: (store.sweep(T0 + IDLE + 1), finished.set()),
+                              daemon=True)
+    worker.start()
+    assert finished.wait(5), "a subscriber using the store deadlocked the sweep"
+    assert seen[0] == ("a" * 64, "idle_timeout"), "the subscriber reads the tombstone"
+    assert {key for key, _ in seen} == {"a" * 64, "b" * 64}
+    assert all(reason is not None for _, reason in seen)
