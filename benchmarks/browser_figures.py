@@ -34,7 +34,7 @@ from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, CountingApp, Live, s
 from tests.conftest import ROOT, SECRET, migrate, seed_users
 from tests.functional.test_ini_files import serve
 
-from benchmarks.figures import Figure, table
+from benchmarks.figures import Figure, report
 from session_expiry.app import make_app
 
 POLL = 2
@@ -140,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="sessions whose push is timed (default 5)")
     parser.add_argument("--smoke", action="store_true", help="short; judges nothing")
     args = parser.parse_args(argv)
-    found = measure(args.smoke, args.intervals, args.sessions)
-    print("\n" + table(found))
-    return 1 if any(figure.met is False for figure in found) else 0
+    return report(measure(args.smoke, args.intervals, args.sessions))
 
 
 if __name__ == "__main__":

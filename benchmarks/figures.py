@@ -52,3 +52,10 @@ def table(figures: Iterable[Figure]) -> str:
         lines.append(f"| {figure.section} | {figure.name} | {_number(figure.value)} "
                      f"{figure.unit} | {figure.comparison} | {target} |")
     return "\n".join(lines)
+
+
+def report(figures: list[Figure]) -> int:
+    """Print the table of ``figures``; the exit status of a benchmark run alone: 1 if a
+    target is missed."""
+    print("\n" + table(figures))
+    return 1 if any(figure.met is False for figure in figures) else 0

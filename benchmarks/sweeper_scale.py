@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from tests.conftest import migrate
 from tests.postgres import PostgresServer
 
-from benchmarks.figures import Figure, median, table
+from benchmarks.figures import Figure, median, report
 from session_expiry.stores.sql import at
 
 #: The sweeper's wall time against the bare statement's (the performance issue's target).
@@ -305,9 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (default 1)")
     parser.add_argument("--smoke", action="store_true", help="toy size; judges nothing")
     args = parser.parse_args(argv)
-    found = measure(args.smoke, args.sessions, args.rounds)
-    print("\n" + table(found))
-    return 1 if any(figure.met is False for figure in found) else 0
+    return report(measure(args.smoke, args.sessions, args.rounds))
 
 
 if __name__ == "__main__":

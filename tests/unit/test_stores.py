@@ -981,19 +981,25 @@ def test_outbox_notifications_left_by_a_crash_are_sent_once_by_the_next_run(stor
     assert len(ends.events) == 3
 
 
-@pytest.mark.parametrize("kind", SQL_KINDS)
-def test_outbox_a_crash_while_notifying_leaves_the_events_for_the_next_run(make):
-    class Crash(BaseException):
-        """The process dies in the middle of sending notifications."""
+class Crash(BaseException):
+    """The process dies in the middle of sending notifications."""
 
+
+def dies_on_the_second():
+    """A subscriber whose process dies (``Crash``) at the second notification."""
     sent = []
 
-    def dies_on_the_second(event):
+    def subscriber(event):
         sent.append(event.session_key)
         if len(sent) == 2:
             raise Crash
 
-    store = make(on_end=dies_on_the_second)
+    return subscriber
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_outbox_a_crash_while_notifying_leaves_the_events_for_the_next_run(make):
+    store = make(on_end=dies_on_the_second())
     keys = [session_key(f"crash-{i}") for i in range(3)]
     for key in keys:
         store.open(key, "42", T0)
@@ -1023,17 +1029,7 @@ def test_sweep_sends_the_notifications_a_crash_left_behind(store, ends):
 
 @pytest.mark.parametrize("kind", SQL_KINDS)
 def test_a_sweep_that_dies_while_sending_leaves_each_end_to_be_sent_once_more(make):
-    class Crash(BaseException):
-        """The sweeper dies in the middle of sending notifications."""
-
-    sent = []
-
-    def dies_on_the_second(event):
-        sent.append(event.session_key)
-        if len(sent) == 2:
-            raise Crash
-
-    store = make(on_end=dies_on_the_second)
+    store = make(on_end=dies_on_the_second())
     keys = sorted(session_key(f"sweep-crash-{i}") for i in range(3))
     for key in keys:
         store.open(key, "42", T0)

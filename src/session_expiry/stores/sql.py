@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from operator import attrgetter
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -197,10 +198,6 @@ def _record(row) -> SessionRecord:
         last_seen=seconds(row.last_seen), idle_deadline=seconds(row.idle_deadline),
         absolute_deadline=seconds(row.absolute_deadline), ended_at=seconds(row.ended_at),
         end_reason=row.end_reason, ip=row.ip, user_agent=row.user_agent)
-
-
-def _event_id(row) -> int:
-    return row.id
 
 
 def _logged(ended):
@@ -567,7 +564,7 @@ class SqlStore:
                         rows = sorted(conn.execute(
                             session_events.update().where(pending)
                             .values(notified_at=at(int(self.clock())))
-                            .returning(*session_events.c)).all(), key=_event_id)
+                            .returning(*session_events.c)).all(), key=attrgetter("id"))
                         self._send(rows)
                 else:
                     # SQLite locks the whole file: send outside the transaction, so a
