@@ -33,7 +33,7 @@ from .reports.metrics import Metrics
 from .security import SessionSecurityPolicy
 from .stores.beaker import session_factory
 from .ticket import derive_secret
-from .tween import ExpirySetup, session_expiry, session_touch_deriver
+from .tween import ExpirySetup, session_touch_deriver
 
 
 def main(global_config, **settings):
@@ -92,7 +92,6 @@ def includeme(config):
     config.set_security_policy(SessionSecurityPolicy())
 
     config.include("pyramid_jinja2")
-    config.add_request_method(session_expiry, "session_expiry", reify=True)
     # Outermost: the verdict exists before any other tween (pyramid_tm asks who is signed in).
     config.add_tween("session_expiry.tween.expiry_tween_factory", under=INGRESS)
     config.add_view_deriver(session_touch_deriver)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pyramid.security import Allowed, Denied
 
+from .tween import session_expiry
+
 #: The permission of the session report, revoke and /metrics.
 ADMIN = "admin"
 
@@ -16,10 +18,10 @@ class SessionSecurityPolicy:
     say who administers (nobody does by default)."""
 
     def identity(self, request):
-        return request.session_expiry.userid
+        return session_expiry(request).userid
 
     def authenticated_userid(self, request):
-        return request.session_expiry.userid
+        return session_expiry(request).userid
 
     def permits(self, request, context, permission):
         if self.identity(request) is None:
@@ -29,9 +31,9 @@ class SessionSecurityPolicy:
         return Allowed("signed in")
 
     def remember(self, request, userid, **kw):
-        request.session_expiry.login(userid)
+        session_expiry(request).login(userid)
         return []
 
     def forget(self, request, **kw):
-        request.session_expiry.logout()
+        session_expiry(request).logout()
         return []

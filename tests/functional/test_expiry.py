@@ -408,6 +408,8 @@ def test_a_live_session_with_a_foreign_ticket_lends_its_data_to_nobody(apps):
     from pyramid.request import Request
     from pyramid.scripting import prepare
 
+    from session_expiry.tween import session_expiry
+
     victim = apps()
     login(victim, "bob")
     victim.post("/workspace", {"title": "plans of bob", "csrf_token": csrf_token(victim)},
@@ -419,11 +421,26 @@ def test_a_live_session_with_a_foreign_ticket_lends_its_data_to_nobody(apps):
                   registry=victim.app.registry)
     try:
         request = env["request"]
-        assert request.session_expiry.reason == "ticket_mismatch"
+        assert session_expiry(request).reason == "ticket_mismatch"
         assert "workspace_title" not in request.session
     finally:
         env["closer"]()
     assert "plans of bob" in victim.get("/workspace", headers=PAGE).text
+
+
+def test_the_add_on_gives_requests_no_property_pyramid_would_build_a_class_for(base_settings):
+    """A request property (``add_request_method(..., reify=True)``) makes Pyramid build a
+    class for every request; the tween sets ``request.session_expiry`` instead."""
+    from pyramid.config import Configurator
+    from pyramid.interfaces import IRequestExtensions
+
+    with Configurator(settings=dict(base_settings)) as config:
+        config.include("session_expiry")
+    try:
+        extensions = config.registry.queryUtility(IRequestExtensions)
+        assert extensions is None or not extensions.descriptors
+    finally:
+        config.registry.session_expiry.store.close()
 
 
 def test_a_reissued_ticket_that_never_reached_the_browser_is_healed_not_refused(app, clock):

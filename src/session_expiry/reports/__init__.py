@@ -20,12 +20,11 @@ application's ``IUserDirectory`` (``config.set_user_directory``).
 """
 from __future__ import annotations
 
-from .directory import set_user_directory, user_directory
+from .directory import set_user_directory
 
 
 def includeme(config):
     config.add_directive("set_user_directory", set_user_directory)
-    config.add_request_method(user_directory, "user_directory", reify=True)
     config.add_route("session_expiry.admin_sessions", "/admin/sessions")
     config.add_route("session_expiry.admin_sessions_csv", "/admin/sessions/{list}.csv")
     config.add_route("session_expiry.admin_revoke", "/admin/sessions/revoke")

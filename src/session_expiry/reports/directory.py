@@ -48,7 +48,7 @@ def set_user_directory(config, directory) -> None:
 
 
 def user_directory(request):
-    """``request.user_directory``: the registered directory, or :class:`UserIds`."""
+    """The registered directory, or :class:`UserIds`."""
     return request.registry.queryUtility(IUserDirectory, default=_DEFAULT)
 
 

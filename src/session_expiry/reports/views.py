@@ -18,6 +18,7 @@ from ..security import ADMIN
 from ..settings import describe_duration
 from . import charts
 from .devices import describe_device
+from .directory import user_directory
 from .export import all_pages, csv_stream
 from .figures import (
     END_REASONS,
@@ -93,7 +94,7 @@ class ReportFilters:
         #: The id of the user the filter names; None: no filter, "" when nobody has that name.
         self.user_id = None
         if self.user:
-            self.user_id = request.user_directory.find(request, self.user) or ""
+            self.user_id = user_directory(request).find(request, self.user) or ""
 
     @property
     def unknown_user(self) -> bool:
@@ -133,7 +134,7 @@ def form_value(value, limit: int) -> str:
 
 def _names(request, user_ids) -> dict[str, str]:
     user_ids = sorted(set(user_ids))
-    names = request.user_directory.names(request, user_ids) if user_ids else {}
+    names = user_directory(request).names(request, user_ids) if user_ids else {}
     return {user_id: names.get(user_id) or f"user {user_id}" for user_id in user_ids}
 
 
@@ -319,7 +320,7 @@ def account_end_others(request):
     """Sign out every other session, after the password is entered again (ASVS 3.3.4)."""
     expiry = request.session_expiry
     password = form_value(request.POST.get("password"), 1024)
-    verified = request.user_directory.verify_password(request, expiry.userid, password) \
+    verified = user_directory(request).verify_password(request, expiry.userid, password) \
         if password else False
     if not verified:
         request.response.status = 400

@@ -156,11 +156,13 @@ def session_factory(**options):
     an empty Cookie header, so it never reads a cookie the tween did not judge.
     No response callback: the tween saves (``SessionExpiry.save_session``).
     """
+    from ..tween import session_expiry  # the tween's module imports this one
+
     base = BeakerSessionFactoryConfig(**options)
 
     class ExpirySession(base):
         def __init__(self, request):
-            expiry = request.session_expiry
+            expiry = session_expiry(request)
             judged = expiry.session_id if expiry.active else None
             SessionObject.__init__(self, {}, id=judged, expiry=expiry,
                                    session_class=JudgedSession, **self._options)
