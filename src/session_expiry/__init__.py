@@ -27,7 +27,7 @@ from pyramid.tweens import INGRESS
 
 from . import settings as settings_module
 from .clock import resolve_clock
-from .events import SessionEnded, log_session_ended
+from .events import announcer
 from .inputs import CookieReader
 from .reports.metrics import Metrics
 from .security import SessionSecurityPolicy
@@ -68,7 +68,7 @@ def includeme(config):
     config.registry.settings.update(settings)
     registry = config.registry
     clock = resolve_clock(settings.get("session_expiry.clock"))
-    store = build_store(policy, clock, on_end=registry.notify)
+    store = build_store(policy, clock, on_end=announcer(registry))
     metrics = Metrics(store, clock)
     if policy.sweep_interval:
         store.start(policy.sweep_interval, observe=metrics.observe_sweep)
@@ -95,7 +95,6 @@ def includeme(config):
     # Outermost: the verdict exists before any other tween (pyramid_tm asks who is signed in).
     config.add_tween("session_expiry.tween.expiry_tween_factory", under=INGRESS)
     config.add_view_deriver(session_touch_deriver)
-    config.add_subscriber(log_session_ended, SessionEnded)
 
     config.add_route("session_expiry.expired", policy.expired_url)
     config.add_route("session_expiry.status", "/session/status")

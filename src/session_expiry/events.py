@@ -26,8 +26,22 @@ class SessionEnded:
 
 
 def log_session_ended(event: SessionEnded) -> None:
-    """The default subscriber: one line per ended session, hashed id only."""
+    """One line per ended session, hashed id only."""
     log.info(
         "session ended: session=%s user=%s reason=%s duration=%ss",
         event.session_key[:12], event.user_id, event.reason, event.duration,
     )
+
+
+def announcer(registry):
+    """The stores' ``on_end``: the log line, then the application's subscribers.
+
+    The line is not a Pyramid subscriber itself: one subscriber makes Pyramid
+    notify four events (``NewRequest`` ...) on every request, for an event
+    that comes once per session.
+    """
+    def announce(event: SessionEnded) -> None:
+        log_session_ended(event)
+        registry.notify(event)
+
+    return announce

@@ -428,9 +428,11 @@ def test_a_live_session_with_a_foreign_ticket_lends_its_data_to_nobody(apps):
     assert "plans of bob" in victim.get("/workspace", headers=PAGE).text
 
 
-def test_the_add_on_gives_requests_no_property_pyramid_would_build_a_class_for(base_settings):
+def test_the_add_on_costs_no_request_a_class_nor_four_events(base_settings):
     """A request property (``add_request_method(..., reify=True)``) makes Pyramid build a
-    class for every request; the tween sets ``request.session_expiry`` instead."""
+    class for every request, and one subscriber makes it notify four events on every
+    request: the tween sets ``request.session_expiry``, and ``SessionEnded`` is logged
+    by the stores' ``on_end``."""
     from pyramid.config import Configurator
     from pyramid.interfaces import IRequestExtensions
 
@@ -439,6 +441,7 @@ def test_the_add_on_gives_requests_no_property_pyramid_would_build_a_class_for(b
     try:
         extensions = config.registry.queryUtility(IRequestExtensions)
         assert extensions is None or not extensions.descriptors
+        assert not config.registry.has_listeners
     finally:
         config.registry.session_expiry.store.close()
 
