@@ -65,7 +65,13 @@ def parameters_readable(request) -> bool:
     a form in another charset (or one Python does not know), wherever they are
     first read: in a view, in the CSRF check. Asked once, before any of them,
     the tween answers such a request with a 400. Both are cached for the views.
+    A request with neither (no query string; not a POST, no Content-Type: WebOb
+    reads no form from it) is readable as it is.
     """
+    environ = request.environ
+    if not (environ.get("QUERY_STRING") or environ.get("CONTENT_TYPE")
+            or environ.get("REQUEST_METHOD") == "POST"):
+        return True
     try:
         request.GET, request.POST  # noqa: B018 (parsed for their errors)
     except (UnicodeDecodeError, LookupError, DeprecationWarning):
@@ -120,6 +126,7 @@ class SentCookies:
     ticket: Ticket | None  # a validly signed ticket, read alike by every parser
     ticket_sent: bool  # a ticket cookie came at all, readable or not
     session_id: str | None  # the id a validly signed session cookie names
+    session_key: str | None  # the key that id is stored under
 
 
 class CookieReader:
@@ -141,10 +148,12 @@ class CookieReader:
     def _read(self, header: str) -> SentCookies:
         ticket_cookie, session_cookie = self.names
         agreed = agreed_cookies(header, self.names)
+        session_id = read_session_id(self.cookie_secret, agreed[session_cookie])
         return SentCookies(
             ticket=read_ticket(self.ticket_secret, agreed[ticket_cookie]),
             ticket_sent=any(name == ticket_cookie for name, _ in _webob_cookies(header)),
-            session_id=read_session_id(self.cookie_secret, agreed[session_cookie]))
+            session_id=session_id,
+            session_key=session_key(session_id) if session_id else None)
 
 
 def _webob_cookies(header: str) -> list[tuple[str, str]]:

@@ -72,7 +72,7 @@ class SessionExpiry:
         self.ticket = sent.ticket
         #: The session id the cookie names, validly signed; None for none (or two).
         self.session_id = sent.session_id
-        self.session_key = session_key(self.session_id) if self.session_id else None
+        self.session_key = sent.session_key
         self.record = self.store.get(self.session_key) if self.session_key else None
         self.verdict = decide(self.ticket, self.session_key, self.record, self.now, self.policy)
 
@@ -261,10 +261,13 @@ class SessionExpiry:
                                     domain=self.policy.cookie_domain,
                                     secure=self.policy.cookie_secure,
                                     samesite=self.policy.cookie_samesite)
-            response.headers["Session-Expires-In"] = str(self.remaining)
-            response.headers["Session-Warn-Before"] = str(self.policy.warn_before)
-            if not response.headers.get("Cache-Control"):
-                response.cache_control = "private, no-store"
+            # Appended, not set through ``response.headers``: only this tween writes these
+            # two, and WebOb's setter scans and rebuilds the whole list for each.
+            headers = response.headerlist
+            headers.append(("Session-Expires-In", str(self.remaining)))
+            headers.append(("Session-Warn-Before", str(self.policy.warn_before)))
+            if not any(name.lower() == "cache-control" for name, _ in headers):
+                headers.append(("Cache-Control", "private, no-store"))
         elif self._ticket_sent:
             response.delete_cookie(self.policy.ticket_cookie, path=self.policy.cookie_path,
                                    domain=self.policy.cookie_domain)

@@ -138,6 +138,13 @@ def test_parameters_are_readable_only_in_utf8(query, content_type, body, readabl
     assert parameters_readable(request) is readable
 
 
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
+def test_a_form_in_another_charset_is_unreadable_whatever_the_method(method):
+    request = Request.blank("/", method=method, body=b"title=caf%E9",
+                            content_type=FORM + "; charset=ISO-8859-1")
+    assert parameters_readable(request) is False
+
+
 def reader(size: int = 4096) -> CookieReader:
     return CookieReader("auth_tkt", "session", "ticket-secret", SECRET, size=size)
 

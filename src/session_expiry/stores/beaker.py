@@ -66,9 +66,10 @@ class StoreNamespace(NamespaceManager):
         if store is None:
             raise ValueError("session.type expiry:* needs config.include('session_expiry')")
         self.store = store
-        self.key = session_key(namespace)
         #: The request's ``session_expiry``: only the session it judged may be used.
         self.expiry = expiry
+        judged = expiry is not None and namespace == expiry.session_id
+        self.key = expiry.session_key if judged else session_key(namespace)
         #: What this request loaded: the base its changes are merged from.
         self.loaded = EMPTY
 
