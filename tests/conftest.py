@@ -56,8 +56,9 @@ def clear_sessions(url: str) -> None:
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A real PostgreSQL server, started for this test run and stopped after it."""
-    server = PostgresServer().start()
+    """A real PostgreSQL server, started for this test run and stopped after it; it counts
+    the statements it runs (``pg_stat_statements``) for the tests that count round trips."""
+    server = PostgresServer(shared_preload_libraries="pg_stat_statements").start()
     yield server
     server.stop()
 
