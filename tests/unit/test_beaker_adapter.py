@@ -338,6 +338,35 @@ def test_beaker_session_saves_and_loads_through_the_store(store):
     assert not again.is_new
 
 
+def test_a_judged_session_built_from_the_configuration_is_the_one_beaker_builds(store):
+    """``JudgedSession.loaded`` copies what Beaker's ``__init__`` derives from the options:
+    the session it builds has every attribute, item and value Beaker's own has (a Beaker
+    that sets one more attribute fails here, not in a request)."""
+    store.open(KEY, "42", T0)
+    seeded = beaker_session(store)
+    seeded["cart"] = [1]
+    seeded.save()
+    options = {"type": "expiry:memory", "store": store, "data_serializer": "json",
+               "key": "session", "secret": "s" * 40, "httponly": True, "secure": True,
+               "samesite": "Lax"}
+    configured = vars(JudgedSession({}, **options))
+    ours = JudgedSession.loaded(configured, {"cookie": None}, RAW_ID, expiry=None)
+    beakers = JudgedSession({"cookie": None}, id=RAW_ID, **options, expiry=None)
+
+    assert dict(ours) == {**dict(beakers), "_accessed_time": ours["_accessed_time"]}
+    assert ours["cart"] == [1] and not ours.is_new
+    # Objects of their own, alike: the serializer is stateless, the rest per session.
+    differ = {"namespace", "cookie", "accessed_dict", "request", "serializer"}
+    assert vars(ours).keys() == vars(beakers).keys()
+    assert {name: value for name, value in vars(ours).items() if name not in differ} == {
+        name: value for name, value in vars(beakers).items() if name not in differ}
+    assert ours.namespace.key == beakers.namespace.key == KEY
+    assert type(ours.serializer) is type(beakers.serializer)
+    assert ours.accessed_dict.keys() == beakers.accessed_dict.keys()
+    assert ours.namespace_args is not configured["namespace_args"]
+    assert ours.cookie is not configured["cookie"] and not ours.cookie
+
+
 def test_beaker_session_of_an_ended_session_loads_empty_and_cannot_write_it_back(store):
     store.open(KEY, "42", T0)
     session = beaker_session(store)
