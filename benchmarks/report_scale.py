@@ -133,8 +133,8 @@ FROM (
 # One 'ended' event per tombstone, plus synthetic sessions (their rows pruned or never
 # loaded) to reach :events; the most recent :events of them, appended in time order.
 EVENTS = f"""
-INSERT INTO session_events (session_key, user_id, kind, reason, at, duration, notified_at)
-SELECT session_key, user_id, 'ended', reason, at, duration, at + interval '2 seconds'
+INSERT INTO session_events (session_key, user_id, kind, reason, at, duration)
+SELECT session_key, user_id, 'ended', reason, at, duration
 FROM (
   SELECT * FROM (
     SELECT key AS session_key, user_id, end_reason AS reason, ended_at AS at,

@@ -97,7 +97,7 @@ SELECT (SELECT count(*) FROM sessions WHERE ended_at IS NULL) AS still_open,
                ELSE 'idle_timeout' END) AS wrong_reason,
        (SELECT count(*) FROM session_events WHERE kind = 'ended') AS events,
        (SELECT count(DISTINCT session_key) FROM session_events) AS ended_sessions,
-       (SELECT count(*) FROM session_events WHERE notified_at IS NULL) AS unnotified
+       (SELECT count(*) FROM session_outbox) AS unnotified
 """
 
 INI = """\

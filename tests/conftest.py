@@ -49,7 +49,8 @@ def seed_users(url: str) -> None:
 def clear_sessions(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
-        for table in ("session_events", "sessions", "session_refusals"):
+        for table in ("session_outbox", "session_events", "sessions",
+                      "session_refusals"):
             conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (fixed names)
     engine.dispose()
 

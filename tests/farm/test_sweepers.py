@@ -31,7 +31,8 @@ def events(engine) -> dict:
     with engine.connect() as conn:
         row = conn.execute(sa.text("""
             SELECT count(*) AS rows, count(DISTINCT session_key) AS sessions,
-                   count(notified_at) AS notified FROM session_events""")).one()
+                   count(*) - (SELECT count(*) FROM session_outbox) AS notified
+            FROM session_events""")).one()
         still_open = conn.execute(sa.text(
             "SELECT count(*) FROM sessions WHERE ended_at IS NULL")).scalar()
     return {"rows": row.rows, "sessions": row.sessions, "notified": row.notified,

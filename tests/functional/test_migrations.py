@@ -3,6 +3,7 @@ import itertools
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from webtest import TestApp
 from tests.conftest import ROOT, login, seed_users
 
 BIN = Path(sys.executable).parent
-TABLES = {"users", "sessions", "session_events", "session_refusals"}
+TABLES = {"users", "sessions", "session_events", "session_outbox", "session_refusals"}
 _databases = itertools.count(1)
 
 
@@ -73,6 +74,36 @@ def test_the_sweeper_and_outbox_indexes_are_partial_and_touch_columns_are_not_in
         assert "fillfactor=70" in options
         assert "WHERE (ended_at IS NULL)" in definition
     engine.dispose()
+
+
+def test_the_outbox_moves_to_its_own_table_and_back_with_the_pending_events(empty_database):
+    """0004: the events not notified yet are the outbox's rows; a downgrade marks the
+    others sent (at the time they happened) and leaves the pending ones unmarked."""
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0003")
+    engine = sa.create_engine(empty_database)
+    event = sa.text("INSERT INTO session_events (id, session_key, user_id, kind, reason, at, "
+                    "duration, notified_at) VALUES (:id, :key, '1', 'ended', 'revoked', "
+                    ":at, 5, :notified)")
+    at = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
+    try:
+        with engine.begin() as conn:
+            conn.execute(event, {"id": 1, "key": "sent", "at": at, "notified": at})
+            conn.execute(event, {"id": 2, "key": "pending", "at": at, "notified": None})
+        command.upgrade(config, "head")
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT event_id FROM session_outbox")).all() == [(2,)]
+            assert "notified_at" not in {column["name"] for column in
+                                         sa.inspect(conn).get_columns("session_events")}
+        command.downgrade(config, "0003")
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT session_key, notified_at IS NULL "
+                                        "FROM session_events ORDER BY id")).all()
+        assert [(key, bool(pending)) for key, pending in rows] == [("sent", False),
+                                                                    ("pending", True)]
+        assert "session_outbox" not in tables(empty_database)
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.parametrize("ini", ["development.ini", "production.ini"])

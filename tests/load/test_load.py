@@ -293,7 +293,8 @@ def read_database(url: str) -> Database:
         )).mappings().all()}
         events = [dict(row) for row in conn.execute(sa.text(
             "SELECT session_key, user_id, kind, reason, duration, "
-            "extract(epoch FROM at)::float8 AS at, notified_at FROM session_events"
+            "extract(epoch FROM at)::float8 AS at, "
+            "id NOT IN (SELECT event_id FROM session_outbox) AS notified FROM session_events"
         )).mappings().all()]
         users = {str(row.id): row.username for row in conn.execute(
             sa.text("SELECT id, username FROM users"))}
@@ -570,7 +571,7 @@ def check_events(db: Database, checks: Checks) -> None:
                 "ended", s["end_reason"], s["ended_at"], s["ended_at"] - s["created"]):
             checks.fail(f"event row {e} disagrees with its session: {s['end_reason']} at "
                         f"{s['ended_at']}, created {s['created']}")
-        if e["notified_at"] is None:
+        if not e["notified"]:
             checks.fail(f"the end of session {e['session_key'][:12]} ({e['reason']}) was "
                         "never notified")
     checks.figures["event_rows"] = len(db.events)

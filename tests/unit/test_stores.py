@@ -887,7 +887,7 @@ def test_postgresql_keeps_every_time_as_timestamptz(store):
     assert {(table, column) for table, column, _ in types} == {
         ("sessions", name) for name in ("created", "last_seen", "idle_deadline",
                                          "absolute_deadline", "sweep_at", "ended_at")
-    } | {("session_events", "at"), ("session_events", "notified_at")}
+    } | {("session_events", "at")}
     assert {data_type for _, _, data_type in types} == {"timestamp with time zone"}
 
     store.open(KEY, "42", T0)
@@ -921,8 +921,8 @@ def test_end_and_sweep_racing_in_threads_leave_exactly_one_event_row_each(store,
     now = int(clock.advance(ABSOLUTE + 1))
     race_ends_and_sweeps(store, keys, now, enders=3, sweepers=3, sweeps=5)
     rows = raw(store, "SELECT session_key, count(*), min(reason), "
-                      "sum(CASE WHEN notified_at IS NULL THEN 1 ELSE 0 END) "
-                      "FROM session_events GROUP BY session_key")
+                      "sum(CASE WHEN id IN (SELECT event_id FROM session_outbox) "
+                      "THEN 1 ELSE 0 END) FROM session_events GROUP BY session_key")
     assert {row[0] for row in rows} == set(keys)
     assert all(row[1] == 1 for row in rows), "one event row per ended session"
     assert all(row[3] == 0 for row in rows), "every event row notified"
@@ -955,8 +955,11 @@ def to_seconds(value: str | datetime) -> int:
     return int(value.timestamp())
 
 
-def notified_at(store) -> dict:
-    return dict(raw(store, "SELECT session_key, notified_at FROM session_events"))
+def notified(store) -> dict:
+    """{session key: whether its event was sent (is out of the outbox)}."""
+    return {key: not pending for key, pending in raw(
+        store, "SELECT session_key, id IN (SELECT event_id FROM session_outbox) "
+               "FROM session_events")}
 
 
 @pytest.mark.parametrize("kind", SQL_KINDS)
@@ -966,16 +969,15 @@ def test_outbox_notifications_left_by_a_crash_are_sent_once_by_the_next_run(stor
         store.open(key, f"u{i}", T0)
     assert len(end_without_notifying(store, keys, "revoked", T0 + 10)) == 3
     assert ends.events == [], "committed, not yet notified"
-    assert set(notified_at(store).values()) == {None}
+    assert set(notified(store).values()) == {False}
 
     clock.set(T0 + 20)
     assert store.notify_pending() == 3
     assert sorted(ends.events, key=lambda e: e.session_key) == sorted(
         (SessionEnded(key, f"u{i}", "revoked", T0 + 10, 10) for i, key in enumerate(keys)),
         key=lambda e: e.session_key)
-    stamps = notified_at(store)
-    assert set(stamps) == set(keys)
-    assert {to_seconds(stamp) for stamp in stamps.values()} == {T0 + 20}, "the clock's time"
+    assert notified(store) == dict.fromkeys(keys, True)
+    assert raw(store, "SELECT count(*) FROM session_outbox") == [(0,)], "sent: out of the outbox"
 
     assert store.notify_pending() == 0, "a second run sends nothing"
     assert len(ends.events) == 3
@@ -1006,7 +1008,7 @@ def test_outbox_a_crash_while_notifying_leaves_the_events_for_the_next_run(make)
     end_without_notifying(store, keys, "revoked", T0 + 10)
     with pytest.raises(Crash):
         store.notify_pending()
-    assert set(notified_at(store).values()) == {None}, "nothing marked as sent"
+    assert set(notified(store).values()) == {False}, "nothing marked as sent"
 
     again = Ends()
     store.on_end = again
@@ -1037,14 +1039,14 @@ def test_a_sweep_that_dies_while_sending_leaves_each_end_to_be_sent_once_more(ma
         store.sweep(T0 + IDLE)
     # Sent after the commit: the sessions are ended, their events wait in the outbox.
     assert raw(store, "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL") == [(3,)]
-    assert set(notified_at(store).values()) == {None}
+    assert set(notified(store).values()) == {False}
 
     again = Ends()
     store.on_end = again
     result = store.sweep(T0 + IDLE + 5)
     assert result.notified == 3 and not result.ended
     assert sorted(again.keys) == keys, "every end sent again, once"
-    assert None not in notified_at(store).values()
+    assert set(notified(store).values()) == {True}
     assert store.sweep(T0 + IDLE + 10).notified == 0
 
 

@@ -20,7 +20,7 @@ from session_expiry.app.scripts import users
 from session_expiry.clock import FrozenClock
 from session_expiry.settings import Policy
 from session_expiry.stores import session_key
-from session_expiry.stores.sql import SqlStore, engine_for, session_events
+from session_expiry.stores.sql import SqlStore, engine_for, session_events, session_outbox
 from tests.conftest import FETCH, ROOT, clear_sessions, login, migrate
 from tests.postgres import free_port
 
@@ -382,8 +382,8 @@ def sign_in(store, user_id: str, name: str, at: int = T0 - 600, **where) -> str:
 def event_rows(store) -> list[tuple[str, str, bool]]:
     """(key, reason, notified) of each row of the store's event outbox."""
     with store.engine.connect() as conn:
-        rows = conn.execute(select(session_events.c.session_key, session_events.c.reason,
-                                   session_events.c.notified_at.is_not(None))
+        sent = ~session_events.c.id.in_(select(session_outbox.c.event_id))
+        rows = conn.execute(select(session_events.c.session_key, session_events.c.reason, sent)
                             .order_by(session_events.c.session_key))
         return [tuple(row) for row in rows]
 

@@ -9,8 +9,11 @@ cannot undo a logout.
 
 Ending a session writes one ``session_events`` row in the same transaction;
 the unique (session_key, kind) pair makes "exactly once" a fact of the
-database. Notifications go out after the commit, from that row's
-``notified_at`` outbox column (at least once).
+database. The same statement puts the event's id in ``session_outbox``, a
+table of one small column; notifications go out after the commit, and the
+id is deleted once they were sent (at least once). An event row is written
+once and never updated: marking it sent made a new version of a wide row
+with an entry in each of its indexes, as costly as writing it.
 
 Touches change only ``last_seen`` and ``idle_deadline``, which no index
 covers, so PostgreSQL can make them HOT updates. The sweeper finds overdue
@@ -26,7 +29,6 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from operator import attrgetter
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -123,8 +125,15 @@ session_events = sa.Table(
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Column("duration", sa.Integer, nullable=False),
-    sa.Column("notified_at", UTCDateTime, nullable=True),
     sa.UniqueConstraint("session_key", "kind", name="uq_session_events_session_key_kind"),
+)
+
+#: The events whose notifications have not been sent yet (the outbox): an id is
+#: inserted with its event and deleted once the event was sent.
+session_outbox = sa.Table(
+    "session_outbox", metadata,
+    sa.Column("event_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=False),
 )
 
 # The sweeper's index covers only open sessions and no column a touch changes.
@@ -143,9 +152,6 @@ sa.Index("ix_sessions_created", sessions.c.created)
 sa.Index("ix_sessions_ended_at", sessions.c.ended_at,
          postgresql_where=sessions.c.ended_at.is_not(None),
          sqlite_where=sessions.c.ended_at.is_not(None))
-sa.Index("ix_session_events_outbox", session_events.c.id,
-         postgresql_where=session_events.c.notified_at.is_(None),
-         sqlite_where=session_events.c.notified_at.is_(None))
 # The report reads the last 24 hours of ends from this index alone (PostgreSQL: index-only).
 sa.Index("ix_session_events_at_key", session_events.c.at, session_events.c.session_key,
          postgresql_include=["kind", "reason", "duration"])
@@ -204,13 +210,21 @@ def _record(row) -> SessionRecord:
 
 
 def _logged(ended):
-    """The INSERT (a CTE, PostgreSQL) writing one ``ended`` event per row of ``ended``."""
-    return session_events.insert().from_select(
+    """The INSERTs (CTEs, PostgreSQL) writing one ``ended`` event per row of ``ended`` and
+    putting its id in the outbox: (the events written, the outbox's insert)."""
+    logged = session_events.insert().from_select(
         ["session_key", "user_id", "kind", "reason", "at", "duration"],
         sa.select(ended.c.key, ended.c.user_id, sa.literal(ENDED), ended.c.end_reason,
                   ended.c.ended_at,
                   sa.cast(sa.extract("epoch", ended.c.ended_at - ended.c.created),
-                          sa.Integer))).cte("logged")
+                          sa.Integer))).returning(*session_events.c).cte("logged")
+    queued = session_outbox.insert().from_select(["event_id"], sa.select(logged.c.id))
+    return logged, queued.cte("queued")
+
+
+def _epoch(moment):
+    """A time column as whole seconds, computed by PostgreSQL (no datetime per row)."""
+    return sa.cast(sa.extract("epoch", moment), sa.BigInteger)
 
 
 def engine_for(url: str) -> sa.Engine:
@@ -422,9 +436,11 @@ class SqlStore:
             with self._begin() as conn:
                 claimed, ended = self._sweep_batch(conn, now, batch)
             # Told batch by batch: subscribers hear of each end within a batch's time.
-            result.ended.update(reason for _, reason in ended)
+            result.ended.update(event.reason for event in ended.values())
             if ended:
-                result.notified += self.notify_pending(batch, only=[key for key, _ in ended])
+                result.notified += self._notify(
+                    sa.select(session_outbox.c.event_id)
+                    .where(self._among(session_outbox.c.event_id, list(ended))), known=ended)
             looked_at += claimed
             if progress:
                 progress(looked_at, max(due, looked_at))
@@ -577,58 +593,73 @@ class SqlStore:
     def notify_pending(self, batch: int = 500, only: list[str] | None = None) -> int:
         """Send the notifications of ended sessions not sent yet (the outbox).
 
-        At least once: a row is marked sent only after its subscribers ran, so
-        a process that dies in between leaves it for the next sweep. A
+        At least once: an event leaves the outbox only after its subscribers
+        ran, so a process that dies in between leaves it for the next sweep. A
         subscriber that raises is logged, not retried. ``only``: just these
         sessions' (keys), right after ending them.
         """
+        waiting = session_outbox.c.event_id
+        if only is None:  # the oldest pending events
+            return self._notify(sa.select(waiting).order_by(waiting).limit(batch), batch)
+        # By the unique (session_key, kind) index, one event per key, then the
+        # outbox's primary key: never a walk of either table.
         events = session_events.c
-        if only is None:  # the oldest pending events, through the outbox index
-            claim = (sa.select(events.id).where(events.notified_at.is_(None))
-                     .order_by(events.id).limit(batch))
-        else:
-            # By the unique (session_key, kind) index, one row per key: never a walk
-            # of the outbox index (a busy sweep leaves it full of entries already
-            # sent), nor of the table, whatever the planner's statistics say.
-            claim = sa.select(events.id).where(self._among(events.session_key, only),
-                                               events.kind == ENDED)
-        pending = sa.and_(events.id.in_(claim.with_for_update(skip_locked=True)
-                                        .scalar_subquery()),
-                          events.notified_at.is_(None))
+        return self._notify(sa.select(waiting).where(waiting.in_(
+            sa.select(events.id).where(self._among(events.session_key, only),
+                                       events.kind == ENDED))))
+
+    def _notify(self, claim, batch: int | None = None, known=None) -> int:
+        """Send the events of the outbox entries ``claim`` selects, then delete the
+        entries; ``batch``: again until fewer than ``batch`` were sent. ``known``: the
+        events (id -> ``SessionEnded``) as the sweep just wrote them, not read again."""
         sent = 0
         with self._notifying:  # one notifier per process: no double sends from threads
             while True:
                 if self._row_locks:
-                    # PostgreSQL: one statement claims and marks a batch; other sweepers
-                    # skip the rows it locked. The mark is committed only after the
-                    # subscribers ran: a crash while sending rolls it back.
+                    # PostgreSQL: one statement claims a batch (other sweepers skip the
+                    # entries it locked) and deletes it; the delete is committed only
+                    # after the subscribers ran: a crash while sending rolls it back.
+                    taken = (session_outbox.delete()
+                             .where(session_outbox.c.event_id.in_(
+                                 claim.with_for_update(skip_locked=True).scalar_subquery()))
+                             .returning(session_outbox.c.event_id))
                     with self._begin() as conn:
-                        rows = sorted(conn.execute(
-                            session_events.update().where(pending)
-                            .values(notified_at=at(int(self.clock())))
-                            .returning(*session_events.c)).all(), key=attrgetter("id"))
-                        self._send(rows)
+                        if known is None:
+                            taken = taken.cte("taken")
+                            events = self._events(conn, sa.select(taken.c.event_id))
+                        else:
+                            events = [known[event_id] for event_id
+                                      in sorted(conn.execute(taken).scalars())]
+                        self._send(events)
                 else:
                     # SQLite locks the whole file: send outside the transaction, so a
                     # subscriber may use the database.
                     with self._begin(readonly=True) as conn:
-                        rows = conn.execute(sa.select(session_events).where(pending)
-                                            .order_by(events.id)).all()
-                    self._send(rows)
-                    if rows:
+                        ids = sorted(conn.execute(claim).scalars())
+                        events = ([known[event_id] for event_id in ids] if known is not None
+                                  else self._events(conn, ids) if ids else [])
+                    self._send(events)
+                    if ids:
                         with self._begin() as conn:
-                            conn.execute(session_events.update()
-                                         .where(events.id.in_([row.id for row in rows]),
-                                                events.notified_at.is_(None))
-                                         .values(notified_at=at(int(self.clock()))))
-                sent += len(rows)
-                if only is not None or len(rows) < batch:
+                            conn.execute(session_outbox.delete()
+                                         .where(session_outbox.c.event_id.in_(ids)))
+                sent += len(events)
+                if batch is None or len(events) < batch:
                     return sent
 
-    def _send(self, rows) -> None:
-        for row in rows:
-            report(self.on_end, SessionEnded(row.session_key, row.user_id, row.reason,
-                                             seconds(row.at), row.duration))
+    @staticmethod
+    def _events(conn, ids) -> list[SessionEnded]:
+        """The events of ``ids`` (a list or a subquery), oldest first."""
+        events = session_events.c
+        rows = conn.execute(sa.select(events.session_key, events.user_id, events.reason,
+                                      events.at, events.duration)
+                            .where(events.id.in_(ids)).order_by(events.id))
+        return [SessionEnded(row.session_key, row.user_id, row.reason, seconds(row.at),
+                             row.duration) for row in rows]
+
+    def _send(self, events) -> None:
+        for event in events:
+            report(self.on_end, event)
 
     def prune(self, now: int, batch: int = 500) -> int:
         """Delete tombstones and notified events older than ``retention``, in batches."""
@@ -636,8 +667,8 @@ class SqlStore:
         pruned = 0
         for table, old in (
             (sessions, sa.and_(sessions.c.ended_at.is_not(None), sessions.c.ended_at <= horizon)),
-            (session_events, sa.and_(session_events.c.notified_at.is_not(None),
-                                     session_events.c.at <= horizon)),
+            (session_events, sa.and_(session_events.c.at <= horizon, ~sa.exists().where(
+                session_outbox.c.event_id == session_events.c.id))),  # sent
         ):
             key = next(iter(table.primary_key))
             while True:
@@ -666,31 +697,51 @@ class SqlStore:
         """Claim up to ``batch`` overdue sessions, end those past their deadline and look
         again at the deadline of the rest (touched since their ``sweep_at`` was set).
 
-        Returns (how many were claimed, (key, end reason) of each session ended).
+        Returns (how many were claimed, {event id: ``SessionEnded``} of each session ended).
         """
-        due = (sa.select(sessions.c.key)
+        overdue = at(now) >= _DEADLINE
+        due = (sa.select(sessions.c.key, overdue.label("overdue"))
                .where(_OPEN, sessions.c.sweep_at <= at(now))
                .order_by(sessions.c.sweep_at).limit(batch)
                .with_for_update(skip_locked=True))
         if self._sqlite:
             keys = conn.execute(due).scalars().all()
             claimed = sessions.c.key.in_(keys)
-            ended = self._end_rows(conn, sa.and_(claimed, at(now) >= _DEADLINE), None, now)
+            ended = self._end_rows(conn, sa.and_(claimed, overdue), None, now)
             conn.execute(sessions.update().where(claimed, _OPEN).values(sweep_at=_DEADLINE))
-            return len(keys), [(row.key, row.end_reason) for row in ended]
+            events = (self._ended_events(conn, [row.key for row in ended]) if ended else {})
+            return len(keys), events
         # PostgreSQL: the whole batch is one statement, the events written on the server.
+        # The claim reads each row's deadline (locked: it cannot move), so ending and
+        # refreshing each look up only their own rows.
         due = due.cte("due")
-        claimed = sessions.c.key.in_(sa.select(due.c.key))
-        ended = self._ending(sa.and_(claimed, at(now) >= _DEADLINE), None, now).cte("ended")
-        refreshed = (sessions.update().where(claimed, _OPEN, at(now) < _DEADLINE)
+        ended = self._ending(
+            sa.and_(sessions.c.key.in_(sa.select(due.c.key).where(due.c.overdue)), overdue),
+            None, now).cte("ended")
+        logged, queued = _logged(ended)
+        refreshed = (sessions.update()
+                     .where(sessions.c.key.in_(sa.select(due.c.key).where(~due.c.overdue)),
+                            _OPEN, ~overdue)
                      .values(sweep_at=_DEADLINE).cte("refreshed"))
-        statement = sa.select(
-            sa.select(sa.func.count()).select_from(due).scalar_subquery(),
-            sa.select(sa.func.array_agg(ended.c.key)).scalar_subquery(),
-            sa.select(sa.func.array_agg(ended.c.end_reason)).scalar_subquery(),
-        ).add_cte(_logged(ended), refreshed)
-        count, keys, reasons = conn.execute(statement).one()
-        return count, list(zip(keys or (), reasons or (), strict=True))
+        claimed = sa.select(sa.func.count().label("claimed")).select_from(due).subquery()
+        statement = (sa.select(claimed.c.claimed, logged.c.id, logged.c.session_key,
+                               logged.c.user_id, logged.c.reason, _epoch(logged.c.at),
+                               logged.c.duration)
+                     .select_from(claimed.outerjoin(logged, sa.true()))
+                     .add_cte(queued, refreshed))
+        rows = conn.execute(statement).all()
+        return rows[0][0], {row[1]: SessionEnded(*row[2:]) for row in rows
+                            if row[1] is not None}
+
+    def _ended_events(self, conn, keys) -> dict:
+        """{event id: ``SessionEnded``} of the ``ended`` events of these sessions."""
+        events = session_events.c
+        rows = conn.execute(sa.select(events.id, events.session_key, events.user_id,
+                                      events.reason, events.at, events.duration)
+                            .where(self._among(events.session_key, keys),
+                                   events.kind == ENDED))
+        return {row.id: SessionEnded(row.session_key, row.user_id, row.reason,
+                                     seconds(row.at), row.duration) for row in rows}
 
     def _among(self, column, values):
         """``column IN values``; on PostgreSQL one array parameter (``= ANY``), so the
@@ -721,9 +772,13 @@ class SqlStore:
                      "reason": row.end_reason, "at": row.ended_at,
                      "duration": seconds(row.ended_at) - seconds(row.created)}
                     for row in rows])
+                events = session_events.c
+                conn.execute(session_outbox.insert().from_select(["event_id"], sa.select(
+                    events.id).where(events.session_key.in_([row.key for row in rows]),
+                                     events.kind == ENDED)))
             return rows
         ended = self._ending(which, reason, now).cte("ended")
-        return conn.execute(sa.select(*ended.c).add_cte(_logged(ended))).all()
+        return conn.execute(sa.select(*ended.c).add_cte(*_logged(ended))).all()
 
     def _read(self, key: str):
         """The ``_GET`` row of ``key``, or None: every request's read.
