@@ -1336,3 +1336,57 @@ def test_a_subscriber_may_use_the_store_from_inside_a_sweeps_notification(make, 
     assert seen[0] == ("a" * 64, "idle_timeout"), "the subscriber reads the tombstone"
     assert {key for key, _ in seen} == {"a" * 64, "b" * 64}
     assert all(reason is not None for _, reason in seen)
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_a_subscriber_may_end_a_session_of_the_batch_being_ended_meanwhile(make, clock):
+    """PostgreSQL ends the next batch while this one's notifications go out: a subscriber
+    that ends a session of that batch waits at most for its commit, never deadlocks, and
+    each session still ends once, with one event, sent once."""
+    keys = [session_key(f"next-{i}") for i in range(6)]
+    seen = []
+    store = None
+
+    def end_the_next(event):
+        seen.append(event.session_key)
+        if event.session_key == keys[0]:
+            for key in keys[1:3]:  # in the batches after this one
+                store.end(key, "ended_by_user", int(clock()))
+
+    store = make(on_end=end_the_next)
+    for i, key in enumerate(keys):
+        store.open(key, "7", T0 + i)  # sweep_at in this order: one batch each
+    done = []
+    worker = threading.Thread(target=lambda: done.append(store.sweep(T0 + IDLE + 10, batch=1)),
+                              daemon=True)
+    worker.start()
+    worker.join(10)
+    assert done, "a subscriber ending a session of the next batch deadlocked the sweep"
+    assert Counter(seen) == Counter(dict.fromkeys(keys, 1)), "each end sent once"
+    assert raw(store, "SELECT count(*), count(DISTINCT session_key) FROM session_events") == [
+        (6, 6)]
+    assert raw(store, "SELECT count(*) FROM session_outbox") == [(0,)]
+    assert all(not store.get(key).is_open for key in keys)
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_a_sweep_whose_subscriber_dies_stops_ending_and_leaves_the_rest_to_the_next(make):
+    """The sweep stops with its caller: what it ended and did not send waits in the outbox
+    (at most the batch waiting and the one being ended meanwhile), and nothing is sent
+    twice."""
+    store = make(on_end=dies_on_the_second())
+    keys = [session_key(f"stop-{i}") for i in range(8)]
+    for i, key in enumerate(keys):
+        store.open(key, "42", T0 + i)
+    with pytest.raises(Crash):
+        store.sweep(T0 + IDLE + 10, batch=1)
+    [(ended,)] = raw(store, "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL")
+    assert 2 <= ended <= 4, "the batch sent, the one that died, at most two more"
+    assert raw(store, "SELECT count(*) FROM session_outbox") == [(ended - 1,)], (
+        "only the first end was sent (and taken out of the outbox)")
+
+    again = Ends()
+    store.on_end = again
+    result = store.sweep(T0 + IDLE + 10, batch=1)
+    assert result.total_ended == 8 - ended and result.notified == 8 - 1
+    assert sorted(again.keys) == sorted(keys[1:]), "every end not sent before, once"

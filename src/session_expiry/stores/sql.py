@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -222,9 +223,68 @@ def _logged(ended):
     return logged, queued.cte("queued")
 
 
+def _ending(which, reason, moment):
+    """The UPDATE that ends the open sessions ``which`` selects at ``moment`` (a datetime or
+    a bound parameter), returning their records.
+
+    Sessions past their deadline end for their timeout, whatever ``reason`` says.
+    """
+    if reason is not None:
+        reason = sa.case((moment >= _DEADLINE, _OVERDUE_REASON), else_=sa.literal(reason))
+    return (sessions.update().where(which, _OPEN)
+            .values(ended_at=moment, end_reason=reason if reason is not None
+                    else _OVERDUE_REASON, data=None)
+            .returning(*_RECORD))
+
+
 def _epoch(moment):
     """A time column as whole seconds, computed by PostgreSQL (no datetime per row)."""
     return sa.cast(sa.extract("epoch", moment), sa.BigInteger)
+
+
+def _take(claim):
+    """PostgreSQL: delete the outbox entries ``claim`` selects, skipping those another
+    notifier holds, returning their ids."""
+    return (session_outbox.delete()
+            .where(session_outbox.c.event_id.in_(
+                claim.with_for_update(skip_locked=True).scalar_subquery()))
+            .returning(session_outbox.c.event_id))
+
+
+def _sweep_batch_statement():
+    """PostgreSQL: a sweeper's batch in one statement (parameters ``now`` and ``batch``).
+
+    Claims up to ``batch`` overdue sessions (``SKIP LOCKED``), reading whether each is past
+    its deadline (the row is locked: it cannot move), ends those, writes their events and
+    outbox entries, and refreshes the ``sweep_at`` of the others; returns one row per
+    event written (id, then ``SessionEnded``'s fields), each with the count claimed.
+    """
+    now = sa.bindparam("now", type_=UTCDateTime())
+    overdue = now >= _DEADLINE
+    due = (sa.select(sessions.c.key, overdue.label("overdue"))
+           .where(_OPEN, sessions.c.sweep_at <= now)
+           .order_by(sessions.c.sweep_at).limit(sa.bindparam("batch", type_=sa.Integer))
+           .with_for_update(skip_locked=True)).cte("due")
+    ended = _ending(sa.and_(sessions.c.key.in_(sa.select(due.c.key).where(due.c.overdue)),
+                            overdue), None, now).cte("ended")
+    logged, queued = _logged(ended)
+    refreshed = (sessions.update()
+                 .where(sessions.c.key.in_(sa.select(due.c.key).where(~due.c.overdue)),
+                        _OPEN, ~overdue)
+                 .values(sweep_at=_DEADLINE).cte("refreshed"))
+    claimed = sa.select(sa.func.count().label("claimed")).select_from(due).subquery()
+    return (sa.select(claimed.c.claimed, logged.c.id, logged.c.session_key, logged.c.user_id,
+                      logged.c.reason, _epoch(logged.c.at), logged.c.duration)
+            .select_from(claimed.outerjoin(logged, sa.true()))
+            .add_cte(queued, refreshed))
+
+
+#: Built once: building and keying a statement of this size costs milliseconds a batch.
+_SWEEP_BATCH = _sweep_batch_statement()
+#: The outbox entries of the events a sweep just wrote (parameter ``ids``), PostgreSQL.
+_SWEPT = sa.select(session_outbox.c.event_id).where(
+    session_outbox.c.event_id == sa.any_(sa.bindparam("ids", type_=ARRAY(sa.BigInteger))))
+_TAKE_SWEPT = _take(_SWEPT)
 
 
 def engine_for(url: str) -> sa.Engine:
@@ -432,20 +492,15 @@ class SqlStore:
         result = SweepResult()
         due = self.due_count(now) if progress else 0
         looked_at = 0
-        while True:
-            with self._begin() as conn:
-                claimed, ended = self._sweep_batch(conn, now, batch)
-            # Told batch by batch: subscribers hear of each end within a batch's time.
-            result.ended.update(event.reason for event in ended.values())
-            if ended:
-                result.notified += self._notify(
-                    sa.select(session_outbox.c.event_id)
-                    .where(self._among(session_outbox.c.event_id, list(ended))), known=ended)
-            looked_at += claimed
-            if progress:
-                progress(looked_at, max(due, looked_at))
-            if claimed < batch:
-                break
+        with closing(self._ended_batches(now, batch)) as batches:
+            for claimed, ended in batches:
+                # Told batch by batch: subscribers hear of each end within a batch's time.
+                result.ended.update(event.reason for event in ended.values())
+                if ended:
+                    result.notified += self._notify_swept(ended)
+                looked_at += claimed
+                if progress:
+                    progress(looked_at, max(due, looked_at))
         result.notified += self.notify_pending(batch)  # what a crash left behind
         result.pruned = self.prune(now, batch)
         result.seconds = time.monotonic() - started
@@ -608,10 +663,12 @@ class SqlStore:
             sa.select(events.id).where(self._among(events.session_key, only),
                                        events.kind == ENDED))))
 
-    def _notify(self, claim, batch: int | None = None, known=None) -> int:
+    def _notify(self, claim, batch: int | None = None, known=None, take=None,
+                params=None) -> int:
         """Send the events of the outbox entries ``claim`` selects, then delete the
         entries; ``batch``: again until fewer than ``batch`` were sent. ``known``: the
-        events (id -> ``SessionEnded``) as the sweep just wrote them, not read again."""
+        events (id -> ``SessionEnded``) as the sweep just wrote them, not read again.
+        ``take``: ``_take(claim)`` built once; ``params``: the statements' parameters."""
         sent = 0
         with self._notifying:  # one notifier per process: no double sends from threads
             while True:
@@ -619,23 +676,20 @@ class SqlStore:
                     # PostgreSQL: one statement claims a batch (other sweepers skip the
                     # entries it locked) and deletes it; the delete is committed only
                     # after the subscribers ran: a crash while sending rolls it back.
-                    taken = (session_outbox.delete()
-                             .where(session_outbox.c.event_id.in_(
-                                 claim.with_for_update(skip_locked=True).scalar_subquery()))
-                             .returning(session_outbox.c.event_id))
+                    taken = take if take is not None else _take(claim)
                     with self._begin() as conn:
                         if known is None:
                             taken = taken.cte("taken")
                             events = self._events(conn, sa.select(taken.c.event_id))
                         else:
                             events = [known[event_id] for event_id
-                                      in sorted(conn.execute(taken).scalars())]
+                                      in sorted(conn.execute(taken, params).scalars())]
                         self._send(events)
                 else:
                     # SQLite locks the whole file: send outside the transaction, so a
                     # subscriber may use the database.
                     with self._begin(readonly=True) as conn:
-                        ids = sorted(conn.execute(claim).scalars())
+                        ids = sorted(conn.execute(claim, params).scalars())
                         events = ([known[event_id] for event_id in ids] if known is not None
                                   else self._events(conn, ids) if ids else [])
                     self._send(events)
@@ -693,43 +747,91 @@ class SqlStore:
 
     # -- internals -------------------------------------------------------------
 
+    def _ended_batches(self, now, batch):
+        """(claimed, ended) of each batch of a sweep, each batch committed before it is
+        yielded, until a batch claims fewer than ``batch`` sessions.
+
+        PostgreSQL: a thread of its own ends the next batch while the caller sends the
+        notifications of this one (the client's work and the server's overlap). It
+        commits each batch on its own, waiting for no subscriber, so a subscriber that
+        ends a session of the next batch waits at most for that commit. It is at most two
+        batches ahead (one waiting, one being ended: flat memory), and stops once the
+        caller stops (a subscriber raised, the process is going down): what it ended and
+        nobody sent stays in the outbox for the next sweep, as if the process had died.
+        """
+        def one():
+            with self._begin() as conn:
+                return self._sweep_batch(conn, now, batch)
+
+        if self._sqlite:  # one writer for the whole file: one batch at a time
+            while True:
+                claimed, ended = one()
+                yield claimed, ended
+                if claimed < batch:
+                    return
+        ready: queue.Queue = queue.Queue(maxsize=1)
+        stop = threading.Event()
+
+        def hand_over(item) -> None:  # unless the caller stopped taking them
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        def produce():
+            try:
+                while not stop.is_set():
+                    claimed, ended = one()
+                    hand_over((claimed, ended, None))
+                    if claimed < batch:
+                        return
+            except BaseException as error:  # raised in the caller
+                hand_over((0, {}, error))
+
+        producer = threading.Thread(target=produce, name="session-expiry-sweep-ender",
+                                    daemon=True)
+        producer.start()
+        try:
+            while True:
+                claimed, ended, error = ready.get()
+                if error is not None:
+                    raise error
+                yield claimed, ended
+                if claimed < batch:
+                    return
+        finally:
+            stop.set()
+            producer.join()
+
+    def _notify_swept(self, ended: dict) -> int:
+        """Send the events a sweep just wrote (id -> ``SessionEnded``) and take them out
+        of the outbox, unless another notifier already took them."""
+        if self._sqlite:
+            return self._notify(sa.select(session_outbox.c.event_id)
+                                .where(session_outbox.c.event_id.in_(list(ended))),
+                                known=ended)
+        return self._notify(_SWEPT, known=ended, take=_TAKE_SWEPT, params={"ids": list(ended)})
+
     def _sweep_batch(self, conn, now, batch):
         """Claim up to ``batch`` overdue sessions, end those past their deadline and look
         again at the deadline of the rest (touched since their ``sweep_at`` was set).
 
         Returns (how many were claimed, {event id: ``SessionEnded``} of each session ended).
         """
-        overdue = at(now) >= _DEADLINE
-        due = (sa.select(sessions.c.key, overdue.label("overdue"))
-               .where(_OPEN, sessions.c.sweep_at <= at(now))
-               .order_by(sessions.c.sweep_at).limit(batch)
-               .with_for_update(skip_locked=True))
-        if self._sqlite:
-            keys = conn.execute(due).scalars().all()
+        if self._sqlite:  # no row locks, no UPDATE inside WITH: a statement a step
+            overdue = at(now) >= _DEADLINE
+            keys = conn.execute(sa.select(sessions.c.key)
+                                .where(_OPEN, sessions.c.sweep_at <= at(now))
+                                .order_by(sessions.c.sweep_at).limit(batch)).scalars().all()
             claimed = sessions.c.key.in_(keys)
             ended = self._end_rows(conn, sa.and_(claimed, overdue), None, now)
             conn.execute(sessions.update().where(claimed, _OPEN).values(sweep_at=_DEADLINE))
             events = (self._ended_events(conn, [row.key for row in ended]) if ended else {})
             return len(keys), events
         # PostgreSQL: the whole batch is one statement, the events written on the server.
-        # The claim reads each row's deadline (locked: it cannot move), so ending and
-        # refreshing each look up only their own rows.
-        due = due.cte("due")
-        ended = self._ending(
-            sa.and_(sessions.c.key.in_(sa.select(due.c.key).where(due.c.overdue)), overdue),
-            None, now).cte("ended")
-        logged, queued = _logged(ended)
-        refreshed = (sessions.update()
-                     .where(sessions.c.key.in_(sa.select(due.c.key).where(~due.c.overdue)),
-                            _OPEN, ~overdue)
-                     .values(sweep_at=_DEADLINE).cte("refreshed"))
-        claimed = sa.select(sa.func.count().label("claimed")).select_from(due).subquery()
-        statement = (sa.select(claimed.c.claimed, logged.c.id, logged.c.session_key,
-                               logged.c.user_id, logged.c.reason, _epoch(logged.c.at),
-                               logged.c.duration)
-                     .select_from(claimed.outerjoin(logged, sa.true()))
-                     .add_cte(queued, refreshed))
-        rows = conn.execute(statement).all()
+        rows = conn.execute(_SWEEP_BATCH, {"now": at(now), "batch": batch}).all()
         return rows[0][0], {row[1]: SessionEnded(*row[2:]) for row in rows
                             if row[1] is not None}
 
@@ -750,22 +852,10 @@ class SqlStore:
             return column.in_(values)
         return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(column.type)))
 
-    def _ending(self, which, reason, now):
-        """The UPDATE that ends the open sessions ``which`` selects, returning their records.
-
-        Sessions past their deadline end for their timeout, whatever ``reason`` says.
-        """
-        if reason is not None:
-            reason = sa.case((at(now) >= _DEADLINE, _OVERDUE_REASON), else_=sa.literal(reason))
-        return (sessions.update().where(which, _OPEN)
-                .values(ended_at=at(now), end_reason=reason if reason is not None
-                        else _OVERDUE_REASON, data=None)
-                .returning(*_RECORD))
-
     def _end_rows(self, conn, which, reason, now):
         """End the open sessions ``which`` selects and write their event rows."""
         if self._sqlite:  # SQLite has no UPDATE inside WITH
-            rows = conn.execute(self._ending(which, reason, now)).all()
+            rows = conn.execute(_ending(which, reason, at(now))).all()
             if rows:
                 conn.execute(session_events.insert(), [
                     {"session_key": row.key, "user_id": row.user_id, "kind": ENDED,
@@ -777,7 +867,7 @@ class SqlStore:
                     events.id).where(events.session_key.in_([row.key for row in rows]),
                                      events.kind == ENDED)))
             return rows
-        ended = self._ending(which, reason, now).cte("ended")
+        ended = _ending(which, reason, at(now)).cte("ended")
         return conn.execute(sa.select(*ended.c).add_cte(*_logged(ended))).all()
 
     def _read(self, key: str):
