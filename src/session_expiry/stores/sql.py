@@ -148,7 +148,10 @@ session_refusals = sa.Table(
 sa.Index("ix_sessions_sweep_at", sessions.c.sweep_at,
          postgresql_where=sessions.c.ended_at.is_(None),
          sqlite_where=sessions.c.ended_at.is_(None))
-sa.Index("ix_sessions_user_id", sessions.c.user_id)
+# Every lookup by user asks for open sessions: ending one adds no entry here.
+sa.Index("ix_sessions_user_id", sessions.c.user_id,
+         postgresql_where=sessions.c.ended_at.is_(None),
+         sqlite_where=sessions.c.ended_at.is_(None))
 sa.Index("ix_sessions_created", sessions.c.created)
 sa.Index("ix_sessions_ended_at", sessions.c.ended_at,
          postgresql_where=sessions.c.ended_at.is_not(None),
