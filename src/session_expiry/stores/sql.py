@@ -683,7 +683,8 @@ class SqlStore:
                     with self._begin() as conn:
                         if known is None:
                             taken = taken.cte("taken")
-                            events = self._events(conn, sa.select(taken.c.event_id))
+                            events = list(self._events(conn, session_events.c.id.in_(
+                                sa.select(taken.c.event_id))).values())
                         else:
                             events = [known[event_id] for event_id
                                       in sorted(conn.execute(taken, params).scalars())]
@@ -693,8 +694,9 @@ class SqlStore:
                     # subscriber may use the database.
                     with self._begin(readonly=True) as conn:
                         ids = sorted(conn.execute(claim, params).scalars())
-                        events = ([known[event_id] for event_id in ids] if known is not None
-                                  else self._events(conn, ids) if ids else [])
+                        found = known if known is not None or not ids else self._events(
+                            conn, session_events.c.id.in_(ids))
+                    events = [found[event_id] for event_id in ids]
                     self._send(events)
                     if ids:
                         with self._begin() as conn:
@@ -705,14 +707,14 @@ class SqlStore:
                     return sent
 
     @staticmethod
-    def _events(conn, ids) -> list[SessionEnded]:
-        """The events of ``ids`` (a list or a subquery), oldest first."""
+    def _events(conn, which) -> dict[int, SessionEnded]:
+        """{event id: ``SessionEnded``} of the events ``which`` selects, oldest first."""
         events = session_events.c
-        rows = conn.execute(sa.select(events.session_key, events.user_id, events.reason,
-                                      events.at, events.duration)
-                            .where(events.id.in_(ids)).order_by(events.id))
-        return [SessionEnded(row.session_key, row.user_id, row.reason, seconds(row.at),
-                             row.duration) for row in rows]
+        rows = conn.execute(sa.select(events.id, events.session_key, events.user_id,
+                                      events.reason, events.at, events.duration)
+                            .where(which).order_by(events.id))
+        return {row.id: SessionEnded(row.session_key, row.user_id, row.reason,
+                                     seconds(row.at), row.duration) for row in rows}
 
     def _send(self, events) -> None:
         for event in events:
@@ -831,22 +833,14 @@ class SqlStore:
             claimed = sessions.c.key.in_(keys)
             ended = self._end_rows(conn, sa.and_(claimed, overdue), None, now)
             conn.execute(sessions.update().where(claimed, _OPEN).values(sweep_at=_DEADLINE))
-            events = (self._ended_events(conn, [row.key for row in ended]) if ended else {})
+            events = (self._events(conn, sa.and_(
+                self._among(session_events.c.session_key, [row.key for row in ended]),
+                session_events.c.kind == ENDED)) if ended else {})
             return len(keys), events
         # PostgreSQL: the whole batch is one statement, the events written on the server.
         rows = conn.execute(_SWEEP_BATCH, {"now": at(now), "batch": batch}).all()
         return rows[0][0], {row[1]: SessionEnded(*row[2:]) for row in rows
                             if row[1] is not None}
-
-    def _ended_events(self, conn, keys) -> dict:
-        """{event id: ``SessionEnded``} of the ``ended`` events of these sessions."""
-        events = session_events.c
-        rows = conn.execute(sa.select(events.id, events.session_key, events.user_id,
-                                      events.reason, events.at, events.duration)
-                            .where(self._among(events.session_key, keys),
-                                   events.kind == ENDED))
-        return {row.id: SessionEnded(row.session_key, row.user_id, row.reason,
-                                     seconds(row.at), row.duration) for row in rows}
 
     def _among(self, column, values):
         """``column IN values``; on PostgreSQL one array parameter (``= ANY``), so the
