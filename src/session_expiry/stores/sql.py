@@ -247,10 +247,17 @@ def _epoch(moment):
 
 def _take(claim):
     """PostgreSQL: delete the outbox entries ``claim`` selects, skipping those another
-    notifier holds, returning their ids."""
+    notifier holds, returning their ids.
+
+    ``= ANY(ARRAY(claim))``, not ``IN (claim)``: the claim runs once, and the DELETE
+    looks its rows up by primary key. Given ``IN``, the planner joined the two; the
+    outbox, a queue whose deleted rows stay until a vacuum, looks empty to it, so it
+    picked a nested loop that ran the claim once per row in the table (270 to 480 ms a
+    batch after 700,000 ends; 2 ms otherwise).
+    """
     return (session_outbox.delete()
-            .where(session_outbox.c.event_id.in_(
-                claim.with_for_update(skip_locked=True).scalar_subquery()))
+            .where(session_outbox.c.event_id == sa.any_(sa.func.array(
+                claim.with_for_update(skip_locked=True).scalar_subquery())))
             .returning(session_outbox.c.event_id))
 
 
