@@ -6,9 +6,10 @@
 
 Starts its own PostgreSQL (``tests.postgres.PostgresServer``; ``--url`` uses an
 empty database instead), migrates it to head and bulk-loads the data on the
-server (``INSERT ... SELECT generate_series``): ``--sessions`` session rows of
-which ``--active`` are open and the rest tombstones spread over 30 days,
-``--events`` end events spread over the same 30 days, ``--users`` users.
+server (``INSERT ... SELECT generate_series``): ``--sessions`` sessions of
+which ``--active`` are open (``sessions`` rows) and the rest ended over 30 days
+(their tombstones are their ``ended`` events), ``--events`` end events spread over
+the same 30 days (older ones beside those), ``--users`` users.
 
 Then, at a fixed ``now`` (the end of the data), it times each report call of
 ``SqlStore`` (wall time of the call, on loopback: server time plus a round trip
@@ -71,29 +72,26 @@ IP_SQL = ("CASE WHEN i % 10 = 0 THEN '2001:db8:' || to_hex((i >> 16) & 65535) ||
           "ELSE (ARRAY['10','172','192','203'])[1 + i % 4] || '.' || ((i >> 16) & 255) || '.' "
           "|| ((i >> 8) & 255) || '.' || (i & 255) END")
 
-# Tombstones, i = 1..:tombstones, ended evenly over SPAN in insertion order (as a live
-# table fills), lasting up to 8 h, data gone.
-TOMBSTONES = f"""
-INSERT INTO sessions (key, user_id, data, version, created, last_seen, idle_deadline,
-                      absolute_deadline, sweep_at, ended_at, end_reason, ip, user_agent)
-SELECT key, user_id, NULL, version, created, last_seen, last_seen + interval '20 minutes',
-       created + interval '8 hours',
-       least(last_seen + interval '20 minutes', created + interval '8 hours'),
-       ended_at, reason, ip, user_agent
+# Ended sessions, i = 1..:tombstones, ended evenly over SPAN in insertion order (as a live
+# table fills), lasting up to 8 h: their records, as their ``ended`` events keep them.
+ENDED_SESSIONS = f"""
+SELECT key AS session_key, user_id, reason, ended_at AS at, duration, created, last_seen,
+       last_seen + interval '20 minutes' AS idle_deadline,
+       created + interval '8 hours' AS absolute_deadline, ip, user_agent
 FROM (
-  SELECT key, user_id, version, reason, ip, user_agent, ended_at,
+  SELECT key, user_id, reason, ip, user_agent, ended_at, duration,
          ended_at - make_interval(secs => duration) AS created,
          CASE reason WHEN 'idle_timeout' THEN ended_at - interval '20 minutes'
                      WHEN 'absolute_timeout' THEN ended_at - make_interval(secs => i % 1200)
                      ELSE ended_at END AS last_seen
   FROM (
-    SELECT i, key, user_id, version, reason, ip, user_agent, ended_at,
+    SELECT i, key, user_id, reason, ip, user_agent, ended_at,
            CASE reason WHEN 'absolute_timeout' THEN 28800
                        WHEN 'idle_timeout' THEN 1200 + (i * 40503) % 27601
                        ELSE (i * 40503) % 28801 END AS duration
     FROM (
       SELECT i, md5(i::text) || md5((i + 1)::text) AS key,
-             (1 + i % :users)::text AS user_id, i % 7 AS version,
+             (1 + i % :users)::text AS user_id,
              ({REASONS_SQL})[1 + i % 20] AS reason,
              {IP_SQL} AS ip,
              ({USER_AGENTS_SQL})[1 + (i * 31) % 6] AS user_agent,
@@ -108,11 +106,11 @@ FROM (
 # last 18 minutes, so both deadlines lie ahead; sweep_at is the deadline.
 OPEN_SESSIONS = f"""
 INSERT INTO sessions (key, user_id, data, version, created, last_seen, idle_deadline,
-                      absolute_deadline, sweep_at, ended_at, end_reason, ip, user_agent)
+                      absolute_deadline, sweep_at, ip, user_agent)
 SELECT key, user_id, data, version, created, last_seen, last_seen + interval '20 minutes',
        created + interval '8 hours',
        least(last_seen + interval '20 minutes', created + interval '8 hours'),
-       NULL, NULL, ip, user_agent
+       ip, user_agent
 FROM (
   SELECT key, user_id, data, version, ip, user_agent, created,
          greatest(created, to_timestamp(:now - (i * 31) % 1100)) AS last_seen
@@ -130,23 +128,28 @@ FROM (
 ) AS row
 """  # noqa: S608 (fixed fragments, no input)
 
-# One 'ended' event per tombstone, plus synthetic sessions (their rows pruned or never
-# loaded) to reach :events; the most recent :events of them, appended in time order.
+# One 'ended' event per ended session, plus older ones (synthetic sessions whose records
+# hold only what an event knows) to reach :events; the most recent :events of them,
+# appended in time order.
 EVENTS = f"""
-INSERT INTO session_events (session_key, user_id, kind, reason, at, duration)
-SELECT session_key, user_id, 'ended', reason, at, duration
+INSERT INTO session_events (session_key, user_id, kind, reason, at, duration, created,
+                            last_seen, idle_deadline, absolute_deadline, ip, user_agent)
+SELECT session_key, user_id, 'ended', reason, at, duration, created, last_seen,
+       idle_deadline, absolute_deadline, ip, user_agent
 FROM (
   SELECT * FROM (
-    SELECT key AS session_key, user_id, end_reason AS reason, ended_at AS at,
-           extract(epoch FROM ended_at - created)::int AS duration
-    FROM sessions WHERE ended_at IS NOT NULL
+    {ENDED_SESSIONS}
     UNION ALL
-    SELECT md5('pruned' || j) || md5('event' || j), (1 + (j * 7) % :users)::text,
-           ({REASONS_SQL})[1 + (j * 3) % 20],
-           to_timestamp(:now - :span - 17
-                        + (j * CAST(:span AS bigint)) / greatest(:extra, 1)),
-           (j * 7919) % 28801
-    FROM generate_series(CAST(1 AS bigint), :extra) AS j
+    SELECT session_key, user_id, reason, at, duration,
+           at - make_interval(secs => duration), at, at, at, NULL, NULL
+    FROM (
+      SELECT md5('pruned' || j) || md5('event' || j) AS session_key,
+             (1 + (j * 7) % :users)::text AS user_id, ({REASONS_SQL})[1 + (j * 3) % 20] AS reason,
+             to_timestamp(:now - :span - 17
+                          + (j * CAST(:span AS bigint)) / greatest(:extra, 1)) AS at,
+             (j * 7919) % 28801 AS duration
+      FROM generate_series(CAST(1 AS bigint), :extra) AS j
+    ) AS older
   ) AS every ORDER BY at DESC LIMIT :events
 ) AS recent ORDER BY at
 """  # noqa: S608 (fixed fragments, no input)
@@ -184,8 +187,8 @@ def load(url: str, sizes: Sizes, say: Callable[[str], None] = print) -> None:
               "events": sizes.events, "extra": max(0, sizes.events - sizes.tombstones)}
     engine = sa.create_engine(url)
     try:
-        for name, sql in (("tombstones", TOMBSTONES), ("open sessions", OPEN_SESSIONS),
-                          ("events", EVENTS), ("refusals", REFUSALS)):
+        for name, sql in (("open sessions", OPEN_SESSIONS), ("ended sessions' events", EVENTS),
+                          ("refusals", REFUSALS)):
             started = time.perf_counter()
             with engine.begin() as conn:
                 conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '256MB'")

@@ -10,8 +10,9 @@ gets its own copy of the template (``CREATE DATABASE ... TEMPLATE``), so every
 run starts from the same rows:
 
 - *bare*: one statement, ``WITH ended AS (DELETE ... RETURNING) INSERT INTO
-  session_events ...``: the floor for moving these rows into a log table, with
-  no tombstone kept, no notification sent and no batch committed on the way;
+  session_events ...``, writing the same event rows (the record as it ended):
+  the floor for moving these rows into a log table, with no notification sent
+  and no batch committed on the way;
 - *session-sweeper, 1 process*: the real command, ``session-sweeper <ini>
   --once``, logging as production.ini does (one INFO line per ended session,
   to a file);
@@ -79,20 +80,22 @@ FROM (
 
 BARE = """
 WITH ended AS (
-  DELETE FROM sessions WHERE ended_at IS NULL AND sweep_at <= :now
-  RETURNING key, user_id, created, idle_deadline, absolute_deadline
+  DELETE FROM sessions WHERE sweep_at <= :now
+  RETURNING key, user_id, created, last_seen, idle_deadline, absolute_deadline, ip, user_agent
 )
-INSERT INTO session_events (session_key, user_id, kind, reason, at, duration)
+INSERT INTO session_events (session_key, user_id, kind, reason, at, duration, created,
+                            last_seen, idle_deadline, absolute_deadline, ip, user_agent)
 SELECT key, user_id, 'ended',
        CASE WHEN absolute_deadline <= idle_deadline THEN 'absolute_timeout'
             ELSE 'idle_timeout' END,
-       :now, CAST(extract(epoch FROM :now - created) AS int)
+       :now, CAST(extract(epoch FROM :now - created) AS int), created, last_seen,
+       idle_deadline, absolute_deadline, ip, user_agent
 FROM ended
 """
 
 CHECK = """
-SELECT (SELECT count(*) FROM sessions WHERE ended_at IS NULL) AS still_open,
-       (SELECT count(*) FROM sessions WHERE end_reason IS DISTINCT FROM
+SELECT (SELECT count(*) FROM sessions) AS still_open,
+       (SELECT count(*) FROM session_events WHERE reason IS DISTINCT FROM
           CASE WHEN absolute_deadline <= idle_deadline THEN 'absolute_timeout'
                ELSE 'idle_timeout' END) AS wrong_reason,
        (SELECT count(*) FROM session_events WHERE kind = 'ended') AS events,

@@ -34,7 +34,7 @@ def events(engine) -> dict:
                    count(*) - (SELECT count(*) FROM session_outbox) AS notified
             FROM session_events""")).one()
         still_open = conn.execute(sa.text(
-            "SELECT count(*) FROM sessions WHERE ended_at IS NULL")).scalar()
+            "SELECT count(*) FROM sessions")).scalar()
     return {"rows": row.rows, "sessions": row.sessions, "notified": row.notified,
             "open": still_open}
 

@@ -13,6 +13,9 @@ from alembic.config import Config
 from pyramid.paster import get_app
 from webtest import TestApp
 
+from session_expiry.settings import Policy
+from session_expiry.stores import SessionRecord
+from session_expiry.stores.sql import SqlStore
 from tests.conftest import ROOT, login, seed_users
 
 BIN = Path(sys.executable).parent
@@ -55,7 +58,7 @@ def test_upgrade_downgrade_upgrade(empty_database):
     assert tables(empty_database) == TABLES
 
 
-def test_the_sweeper_and_outbox_indexes_are_partial_and_touch_columns_are_not_indexed(
+def test_sessions_holds_open_sessions_and_no_index_covers_a_column_a_touch_changes(
         empty_database):
     command.upgrade(alembic_config(empty_database), "head")
     engine = sa.create_engine(empty_database)
@@ -64,17 +67,67 @@ def test_the_sweeper_and_outbox_indexes_are_partial_and_touch_columns_are_not_in
                for column in index["column_names"]}
     assert "sweep_at" in indexed and "user_id" in indexed
     assert not indexed & {"last_seen", "idle_deadline", "data", "version"}  # touches stay HOT
+    columns = {column["name"] for column in inspector.get_columns("sessions")}
+    assert not columns & {"ended_at", "end_reason"}, "an ended session leaves the table"
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             options = conn.execute(sa.text(
                 "SELECT reloptions FROM pg_class WHERE relname = 'sessions'")).scalar()
-            definitions = dict(conn.execute(sa.text(
-                "SELECT indexname, indexdef FROM pg_indexes WHERE indexname IN "
-                "('ix_sessions_sweep_at', 'ix_sessions_user_id')")).all())
         assert "fillfactor=70" in options
-        assert all("WHERE (ended_at IS NULL)" in definitions[name]  # ending adds no entry
-                   for name in ("ix_sessions_sweep_at", "ix_sessions_user_id"))
     engine.dispose()
+
+
+def test_tombstones_move_into_their_events_and_back(empty_database):
+    """0006: an ended session's record moves from ``sessions`` into its ``ended`` event (an
+    event whose tombstone was pruned keeps what it knows); a downgrade moves it back."""
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0005")
+    engine = sa.create_engine(empty_database)
+    start, end = datetime(2027, 1, 15, 8, 0, tzinfo=UTC), datetime(2027, 1, 15, 9, 0, tzinfo=UTC)
+    session = sa.text(
+        "INSERT INTO sessions (key, user_id, data, version, created, last_seen, idle_deadline, "
+        "absolute_deadline, sweep_at, ended_at, end_reason, ip, user_agent) VALUES "
+        "(:key, '1', :data, 0, :start, :seen, :idle, :absolute, :idle, :ended, :reason, "
+        "'192.0.2.1', 'UA')")
+    event = sa.text("INSERT INTO session_events (session_key, user_id, kind, reason, at, "
+                    "duration) VALUES (:key, '1', 'ended', 'revoked', :end, 3600)")
+    seen = datetime(2027, 1, 15, 8, 50, tzinfo=UTC)
+    idle, absolute = datetime(2027, 1, 15, 9, 10, tzinfo=UTC), datetime(2027, 1, 15, 16, 0,
+                                                                         tzinfo=UTC)
+    record = {"start": start, "seen": seen, "idle": idle, "absolute": absolute}
+    try:
+        with engine.begin() as conn:
+            conn.execute(session, {"key": "open", "data": "{}", "ended": None, "reason": None,
+                                   **record})
+            conn.execute(session, {"key": "ended", "data": None, "ended": end,
+                                   "reason": "revoked", **record})
+            conn.execute(event, {"key": "ended", "end": end})
+            conn.execute(event, {"key": "pruned", "end": end})  # its tombstone is gone
+        command.upgrade(config, "head")
+        store = SqlStore(engine, Policy(), clock=lambda: 0)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT key FROM sessions")).all() == [("open",)]
+        ended, pruned = store.get("ended"), store.get("pruned")
+        assert ended == SessionRecord(
+            key="ended", user_id="1", created=int(start.timestamp()),
+            last_seen=int(seen.timestamp()), idle_deadline=int(idle.timestamp()),
+            absolute_deadline=int(absolute.timestamp()), ended_at=int(end.timestamp()),
+            end_reason="revoked", ip="192.0.2.1", user_agent="UA")
+        assert pruned == SessionRecord(
+            key="pruned", user_id="1", created=int(start.timestamp()),
+            last_seen=int(end.timestamp()), idle_deadline=int(end.timestamp()),
+            absolute_deadline=int(end.timestamp()), ended_at=int(end.timestamp()),
+            end_reason="revoked")
+        assert store.get("open").is_open
+        store.close()
+        command.downgrade(config, "0005")
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT key, end_reason FROM sessions "
+                                        "ORDER BY key")).all()
+        assert [tuple(row) for row in rows] == [("ended", "revoked"), ("open", None),
+                                                ("pruned", "revoked")]
+    finally:
+        engine.dispose()
 
 
 def test_the_outbox_moves_to_its_own_table_and_back_with_the_pending_events(empty_database):

@@ -183,7 +183,7 @@ class Snapshots(threading.Thread):
         self.errors: list[str] = []
 
     def run(self):
-        query = sa.text("SELECT key, data FROM sessions WHERE ended_at IS NULL")
+        query = sa.text("SELECT key, data FROM sessions")  # the open ones
         while not self.halt.is_set():
             before = time.time()  # the statement's snapshot is taken after this moment
             try:
@@ -285,11 +285,15 @@ class Database:
 
 def read_database(url: str) -> Database:
     engine = sa.create_engine(url)
-    columns = ", ".join(epoch(c) for c in ("created", "last_seen", "idle_deadline",
-                                           "absolute_deadline", "ended_at"))
+    record = ", ".join(epoch(c) for c in ("created", "last_seen", "idle_deadline",
+                                          "absolute_deadline"))
     with engine.connect() as conn:
+        # Open sessions, then the ended ones' tombstones (their ``ended`` events).
         sessions = {row["key"]: dict(row) for row in conn.execute(sa.text(
-            f"SELECT key, user_id, data, end_reason, {columns} FROM sessions"  # noqa: S608
+            f"SELECT key, user_id, data, NULL AS end_reason, {record}, "  # noqa: S608
+            "NULL::float8 AS ended_at FROM sessions UNION ALL "
+            f"SELECT session_key, user_id, NULL, reason, {record}, "
+            "extract(epoch FROM at)::float8 FROM session_events WHERE kind = 'ended'"
         )).mappings().all()}
         events = [dict(row) for row in conn.execute(sa.text(
             "SELECT session_key, user_id, kind, reason, duration, "

@@ -869,17 +869,14 @@ def test_at_rest_times_are_utc_whatever_the_local_time_zone(kind, store, monkeyp
     try:
         store.open(KEY, "42", T0)
         store.end(KEY, "logged_out", T0 + 60)
+        [(created, ended_at)] = raw(store, "SELECT created, at FROM session_events")
         if kind == "sqlite":
-            [(created, ended_at)] = raw(store, "SELECT created, ended_at FROM sessions")
-            [(at,)] = raw(store, "SELECT at FROM session_events")
             assert created.startswith("2027-01-15 08:00:00")
             assert ended_at.startswith("2027-01-15 08:01:00")
-            assert at.startswith("2027-01-15 08:01:00")
         else:
-            [(created, ended_at)] = raw(store, "SELECT created, ended_at FROM sessions")
             assert created == T0_UTC and ended_at == datetime.fromtimestamp(T0 + 60, UTC)
             [(wall,)] = raw(store, "SELECT to_char(created AT TIME ZONE 'UTC', "
-                                   "'YYYY-MM-DD HH24:MI:SS') FROM sessions")
+                                   "'YYYY-MM-DD HH24:MI:SS') FROM session_events")
             assert wall == "2027-01-15 08:00:00"
         assert store.get(KEY).created == T0 and store.get(KEY).ended_at == T0 + 60
     finally:
@@ -892,10 +889,10 @@ def test_postgresql_keeps_every_time_as_timestamptz(store):
     types = raw(store, "SELECT table_name, column_name, data_type FROM information_schema.columns"
                        " WHERE table_name IN ('sessions', 'session_events')"
                        " AND data_type LIKE 'timestamp%'")
+    record = ("created", "last_seen", "idle_deadline", "absolute_deadline")
     assert {(table, column) for table, column, _ in types} == {
-        ("sessions", name) for name in ("created", "last_seen", "idle_deadline",
-                                         "absolute_deadline", "sweep_at", "ended_at")
-    } | {("session_events", "at")}
+        ("sessions", name) for name in (*record, "sweep_at")
+    } | {("session_events", name) for name in (*record, "at")}
     assert {data_type for _, _, data_type in types} == {"timestamp with time zone"}
 
     store.open(KEY, "42", T0)
@@ -1046,7 +1043,8 @@ def test_a_sweep_that_dies_while_sending_leaves_each_end_to_be_sent_once_more(ma
     with pytest.raises(Crash):
         store.sweep(T0 + IDLE)
     # Sent after the commit: the sessions are ended, their events wait in the outbox.
-    assert raw(store, "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL") == [(3,)]
+    assert raw(store, "SELECT count(*) FROM sessions") == [(0,)]
+    assert raw(store, "SELECT count(*) FROM session_events") == [(3,)]
     assert set(notified(store).values()) == {False}
 
     again = Ends()
@@ -1107,7 +1105,7 @@ def test_due_count_counts_open_sessions_whose_sweep_time_has_come(store):
 
 
 @pytest.mark.parametrize("kind", SQL_KINDS)
-def test_prune_deletes_old_tombstones_and_notified_events_in_batches(store):
+def test_prune_deletes_old_notified_events_with_their_tombstones_in_batches(store):
     old = [session_key(f"old-{i}") for i in range(5)]
     for key in old:
         store.open(key, "1", T0)
@@ -1130,9 +1128,9 @@ def test_prune_deletes_old_tombstones_and_notified_events_in_batches(store):
     finally:
         sa.event.remove(store.engine, "before_cursor_execute", count_deletes)
 
-    # tombstones: the 5 old ones and KEY2's; events: the 5 old notified ones
-    assert pruned == 6 + 5
-    assert Counter(deletes) == {"sessions": 4, "session_events": 3}, "batches of at most 2"
+    # the 5 old notified events (each its session's tombstone); KEY2's waits to be sent
+    assert pruned == 5
+    assert Counter(deletes) == {"session_events": 3}, "batches of at most 2"
     assert all(store.get(key) is None for key in old)
     assert store.get(KEY) is not None, "a younger tombstone stays"
     assert store.get(session_key("open")).is_open
@@ -1388,7 +1386,7 @@ def test_a_sweep_whose_subscriber_dies_stops_ending_and_leaves_the_rest_to_the_n
         store.open(key, "42", T0 + i)
     with pytest.raises(Crash):
         store.sweep(T0 + IDLE + 10, batch=1)
-    [(ended,)] = raw(store, "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL")
+    [(ended,)] = raw(store, "SELECT count(*) FROM session_events")
     assert 2 <= ended <= 4, "the batch sent, the one that died, at most two more"
     assert raw(store, "SELECT count(*) FROM session_outbox") == [(ended - 1,)], (
         "only the first end was sent (and taken out of the outbox)")

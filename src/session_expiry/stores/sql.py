@@ -1,19 +1,22 @@
 """The SQL store: SQLAlchemy 2 Core on SQLite or PostgreSQL, for a farm of app servers.
 
-One row per session holds the lifecycle record and the data (readable JSON).
-Every write is a conditional UPDATE (the session still open; for data, the
-version it was read at), never an upsert, so a request that finishes after a
-logout, a revoke or a sweep cannot bring a session back. The store keeps its
-own short transactions, independent of the request's: an exception in a view
-cannot undo a logout.
+``sessions`` holds the open sessions: one row each, the lifecycle record and
+the data (readable JSON). Every write is a conditional UPDATE (the row still
+there; for data, the version it was read at), never an upsert, so a request
+that finishes after a logout, a revoke or a sweep cannot bring a session back.
+The store keeps its own short transactions, independent of the request's: an
+exception in a view cannot undo a logout.
 
-Ending a session writes one ``session_events`` row in the same transaction;
-the unique (session_key, kind) pair makes "exactly once" a fact of the
-database. The same statement puts the event's id in ``session_outbox``, a
-table of one small column; notifications go out after the commit, and the
-id is deleted once they were sent (at least once). An event row is written
-once and never updated: marking it sent made a new version of a wide row
-with an entry in each of its indexes, as costly as writing it.
+Ending a session moves it, in one transaction: its row is deleted and its
+``ended`` row written to ``session_events``, holding the record as it ended
+(the tombstone: why it ended, for the pages that say so) until retention
+is over. The unique (session_key, kind) pair makes "exactly once" a fact of the
+database, and a key is never opened again. The same statement puts the
+event's id in ``session_outbox``, a table of one small column; notifications
+go out after the commit, and the id is deleted once they were sent (at least
+once). Nothing is updated to end a session: a tombstone kept in ``sessions``
+was a new version of the row with an entry in each of its indexes, and an
+event marked sent was the same again.
 
 Touches change only ``last_seen`` and ``idle_deadline``, which no index
 covers, so PostgreSQL can make them HOT updates. The sweeper finds overdue
@@ -110,8 +113,6 @@ sessions = sa.Table(
     sa.Column("idle_deadline", UTCDateTime, nullable=False),
     sa.Column("absolute_deadline", UTCDateTime, nullable=False),
     sa.Column("sweep_at", UTCDateTime, nullable=False),
-    sa.Column("ended_at", UTCDateTime, nullable=True),
-    sa.Column("end_reason", sa.String(32), nullable=True),
     sa.Column("ip", sa.String(45), nullable=True),
     sa.Column("user_agent", sa.String(512), nullable=True),
 )
@@ -126,6 +127,13 @@ session_events = sa.Table(
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Column("duration", sa.Integer, nullable=False),
+    # The session's record as it ended (``at`` and ``reason`` are its end).
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    sa.Column("idle_deadline", UTCDateTime, nullable=False),
+    sa.Column("absolute_deadline", UTCDateTime, nullable=False),
+    sa.Column("ip", sa.String(45), nullable=True),
+    sa.Column("user_agent", sa.String(512), nullable=True),
     sa.UniqueConstraint("session_key", "kind", name="uq_session_events_session_key_kind"),
 )
 
@@ -137,7 +145,6 @@ session_outbox = sa.Table(
               autoincrement=False),
 )
 
-# The sweeper's index covers only open sessions and no column a touch changes.
 session_refusals = sa.Table(
     "session_refusals", metadata,
     sa.Column("hour", UTCDateTime, primary_key=True),
@@ -145,43 +152,52 @@ session_refusals = sa.Table(
     sa.Column("count", sa.BigInteger, nullable=False),
 )
 
-sa.Index("ix_sessions_sweep_at", sessions.c.sweep_at,
-         postgresql_where=sessions.c.ended_at.is_(None),
-         sqlite_where=sessions.c.ended_at.is_(None))
-# Every lookup by user asks for open sessions: ending one adds no entry here.
-sa.Index("ix_sessions_user_id", sessions.c.user_id,
-         postgresql_where=sessions.c.ended_at.is_(None),
-         sqlite_where=sessions.c.ended_at.is_(None))
+# No index covers a column a touch changes (touches stay HOT updates).
+sa.Index("ix_sessions_sweep_at", sessions.c.sweep_at)
+sa.Index("ix_sessions_user_id", sessions.c.user_id)
 sa.Index("ix_sessions_created", sessions.c.created)
-sa.Index("ix_sessions_ended_at", sessions.c.ended_at,
-         postgresql_where=sessions.c.ended_at.is_not(None),
-         sqlite_where=sessions.c.ended_at.is_not(None))
-# The report reads the last 24 hours of ends from this index alone (PostgreSQL: index-only).
+# The report reads the last 24 hours of ends (and of starts since ended) from this index
+# alone (PostgreSQL: index-only).
 sa.Index("ix_session_events_at_key", session_events.c.at, session_events.c.session_key,
-         postgresql_include=["kind", "reason", "duration"])
+         postgresql_include=["kind", "reason", "duration", "created"])
 sa.Index("ix_session_events_reason_at_key", session_events.c.reason, session_events.c.at,
          session_events.c.session_key)
 sa.Index("ix_session_events_user_id_at_key", session_events.c.user_id, session_events.c.at,
          session_events.c.session_key)
 
-_OPEN = sessions.c.ended_at.is_(None)
 _DEADLINE = sa.case(
     (sessions.c.absolute_deadline <= sessions.c.idle_deadline, sessions.c.absolute_deadline),
     else_=sessions.c.idle_deadline)
 _OVERDUE_REASON = sa.case(
     (sessions.c.absolute_deadline <= sessions.c.idle_deadline, "absolute_timeout"),
     else_="idle_timeout")
+#: An open session's record (a ``SessionRecord``'s fields, in order).
 _RECORD = (sessions.c.key, sessions.c.user_id, sessions.c.created, sessions.c.last_seen,
-           sessions.c.idle_deadline, sessions.c.absolute_deadline, sessions.c.ended_at,
-           sessions.c.end_reason, sessions.c.ip, sessions.c.user_agent)
+           sessions.c.idle_deadline, sessions.c.absolute_deadline,
+           sa.cast(sa.null(), UTCDateTime).label("ended_at"),
+           sa.cast(sa.null(), sa.String(32)).label("end_reason"),
+           sessions.c.ip, sessions.c.user_agent)
+#: An ended session's record, from its ``ended`` event (the same columns).
+_TOMBSTONE = (session_events.c.session_key, session_events.c.user_id,
+              session_events.c.created, session_events.c.last_seen,
+              session_events.c.idle_deadline, session_events.c.absolute_deadline,
+              session_events.c.at, session_events.c.reason,
+              session_events.c.ip, session_events.c.user_agent)
+_ENDED_EVENT = session_events.c.kind == ENDED
 
 #: The data as the database keeps it (JSON text): decoded only when a view reads it.
 _DATA_TEXT = sa.cast(sessions.c.data, sa.Text).label("data")
 
 #: Every request's read, built once (a statement built per call costs more than its
-#: round trip to a local PostgreSQL): one session's record, data and version, by key.
-_GET = sa.select(*_RECORD, _DATA_TEXT, sessions.c.version).where(
-    sessions.c.key == sa.bindparam("key"))
+#: round trip to a local PostgreSQL): one session's record, data and version, by key;
+#: or its tombstone (no data). A key is in one table or the other, never both: an end
+#: moves it in one transaction, and a key is never opened again.
+_GET = sa.union_all(
+    sa.select(*_RECORD, _DATA_TEXT, sessions.c.version)
+    .where(sessions.c.key == sa.bindparam("key")),
+    sa.select(*_TOMBSTONE, sa.null(), sa.null())
+    .where(session_events.c.session_key == sa.bindparam("key"), _ENDED_EVENT),
+).limit(1)
 #: Positions in a ``_GET`` row (PostgreSQL's come from the driver, as plain tuples).
 _ENDED_AT, _DATA, _VERSION = 6, len(_RECORD), len(_RECORD) + 1
 
@@ -213,13 +229,17 @@ def _record(row) -> SessionRecord:
         ended_at=seconds(ended_at), end_reason=reason, ip=ip, user_agent=agent)
 
 
+#: The columns of an ``ended`` event that hold its session's record, in ``_RECORD``'s order.
+_EVENT_COLUMNS = ["session_key", "user_id", "created", "last_seen", "idle_deadline",
+                  "absolute_deadline", "at", "reason", "ip", "user_agent"]
+
+
 def _logged(ended):
     """The INSERTs (CTEs, PostgreSQL) writing one ``ended`` event per row of ``ended`` and
     putting its id in the outbox: (the events written, the outbox's insert)."""
     logged = session_events.insert().from_select(
-        ["session_key", "user_id", "kind", "reason", "at", "duration"],
-        sa.select(ended.c.key, ended.c.user_id, sa.literal(ENDED), ended.c.end_reason,
-                  ended.c.ended_at,
+        [*_EVENT_COLUMNS, "kind", "duration"],
+        sa.select(*ended.c, sa.literal(ENDED),
                   sa.cast(sa.extract("epoch", ended.c.ended_at - ended.c.created),
                           sa.Integer))).returning(*session_events.c).cte("logged")
     queued = session_outbox.insert().from_select(["event_id"], sa.select(logged.c.id))
@@ -227,17 +247,16 @@ def _logged(ended):
 
 
 def _ending(which, reason, moment):
-    """The UPDATE that ends the open sessions ``which`` selects at ``moment`` (a datetime or
-    a bound parameter), returning their records.
+    """The DELETE that ends the sessions ``which`` selects at ``moment`` (an expression),
+    returning their records as they ended.
 
     Sessions past their deadline end for their timeout, whatever ``reason`` says.
     """
-    if reason is not None:
-        reason = sa.case((moment >= _DEADLINE, _OVERDUE_REASON), else_=sa.literal(reason))
-    return (sessions.update().where(which, _OPEN)
-            .values(ended_at=moment, end_reason=reason if reason is not None
-                    else _OVERDUE_REASON, data=None)
-            .returning(*_RECORD))
+    reason = _OVERDUE_REASON if reason is None else sa.case(
+        (moment >= _DEADLINE, _OVERDUE_REASON), else_=sa.literal(reason))
+    return sessions.delete().where(which).returning(
+        *_RECORD[:6], sa.type_coerce(moment, UTCDateTime).label("ended_at"),
+        reason.label("end_reason"), *_RECORD[8:])
 
 
 def _epoch(moment):
@@ -272,7 +291,7 @@ def _sweep_batch_statement():
     now = sa.bindparam("now", type_=UTCDateTime())
     overdue = now >= _DEADLINE
     due = (sa.select(sessions.c.key, overdue.label("overdue"))
-           .where(_OPEN, sessions.c.sweep_at <= now)
+           .where(sessions.c.sweep_at <= now)
            .order_by(sessions.c.sweep_at).limit(sa.bindparam("batch", type_=sa.Integer))
            .with_for_update(skip_locked=True)).cte("due")
     ended = _ending(sa.and_(sessions.c.key.in_(sa.select(due.c.key).where(due.c.overdue)),
@@ -280,7 +299,7 @@ def _sweep_batch_statement():
     logged, queued = _logged(ended)
     refreshed = (sessions.update()
                  .where(sessions.c.key.in_(sa.select(due.c.key).where(~due.c.overdue)),
-                        _OPEN, ~overdue)
+                        ~overdue)
                  .values(sweep_at=_DEADLINE).cte("refreshed"))
     claimed = sa.select(sa.func.count().label("claimed")).select_from(due).subquery()
     return (sa.select(claimed.c.claimed, logged.c.id, logged.c.session_key, logged.c.user_id,
@@ -337,7 +356,9 @@ class DriverRead:
         self.engine = sa.create_engine(url, isolation_level="AUTOCOMMIT",
                                        pool_reset_on_return=None)
         self.dialect = self.engine.dialect
-        self.sql = str(statement.compile(dialect=self.dialect))
+        compiled = statement.compile(dialect=self.dialect)
+        self.sql = str(compiled)
+        self._constants = compiled.params  # the statement's own values (and None for ours)
         self._errors = self.dialect.loaded_dbapi.Error
 
     def first(self, **params):
@@ -346,6 +367,7 @@ class DriverRead:
         try:
             connection = self.engine.raw_connection()
             cursor = connection.cursor()
+            params = {**self._constants, **params}
             cursor.execute(self.sql, params)
             return cursor.fetchone()
         except self._errors as error:
@@ -398,8 +420,10 @@ class SqlStore:
             absolute_deadline=now + self.policy.absolute_timeout,
             ip=ip, user_agent=user_agent)
         with self._begin() as conn:
-            if conn.execute(sa.select(sessions.c.key).where(sessions.c.key == key)).first():
-                raise ValueError(f"session {key[:12]} exists already")
+            if conn.execute(sa.select(sessions.c.key).where(sessions.c.key == key).union_all(
+                    sa.select(session_events.c.session_key)
+                    .where(session_events.c.session_key == key))).first():
+                raise ValueError(f"session {key[:12]} exists already or has ended")
             conn.execute(sessions.insert().values(
                 key=key, user_id=record.user_id, data={}, version=0,
                 created=at(now), last_seen=at(now), idle_deadline=at(record.idle_deadline),
@@ -427,7 +451,7 @@ class SqlStore:
     def save_data(self, key, values, base=EMPTY):
         if base is None:  # replace, whatever is there
             with self._begin() as conn:
-                return bool(conn.execute(sessions.update().where(sessions.c.key == key, _OPEN)
+                return bool(conn.execute(sessions.update().where(sessions.c.key == key)
                                          .values(data=values, version=sessions.c.version + 1))
                             .rowcount)
         if values == base.values:
@@ -437,7 +461,7 @@ class SqlStore:
             with self._begin() as conn:
                 written = conn.execute(
                     sessions.update()
-                    .where(sessions.c.key == key, _OPEN, sessions.c.version == base.version)
+                    .where(sessions.c.key == key, sessions.c.version == base.version)
                     .values(data=values, version=base.version + 1)).rowcount
             if written:
                 return True
@@ -456,7 +480,7 @@ class SqlStore:
         idle_deadline = sa.literal(at(now + self.policy.idle_timeout), UTCDateTime())
         with self._begin() as conn:
             row = conn.execute(
-                sessions.update().where(sessions.c.key == key, _OPEN)
+                sessions.update().where(sessions.c.key == key)
                 .values(last_seen=sa.case((sessions.c.last_seen < last_seen, last_seen),
                                           else_=sessions.c.last_seen),
                         idle_deadline=sa.case((sessions.c.idle_deadline < idle_deadline,
@@ -485,7 +509,7 @@ class SqlStore:
     def user_sessions(self, user_id, now):
         with self._begin(readonly=True) as conn:
             rows = conn.execute(sa.select(*_RECORD)
-                                .where(sessions.c.user_id == str(user_id), _OPEN,
+                                .where(sessions.c.user_id == str(user_id),
                                        sessions.c.idle_deadline > at(now),
                                        sessions.c.absolute_deadline > at(now))
                                 .order_by(sessions.c.last_seen.desc(), sessions.c.key))
@@ -568,12 +592,14 @@ class SqlStore:
         # The single figures in one statement: one round trip instead of three.
         figures = sa.select(
             sa.select(sa.func.count()).select_from(sessions)
-            .where(_OPEN, sessions.c.idle_deadline > at(now),
+            .where(sessions.c.idle_deadline > at(now),
                    sessions.c.absolute_deadline > at(now)).scalar_subquery(),
             sa.select(sa.func.count()).select_from(sessions)
-            .where(sessions.c.created > since).scalar_subquery(),
+            .where(sessions.c.created > since).scalar_subquery()
+            + sa.select(sa.func.count()).where(recent, events.created > since)
+            .scalar_subquery(),  # started and since ended
             sa.select(sa.func.min(_DEADLINE))
-            .where(_OPEN, sessions.c.sweep_at <= at(now), at(now) >= _DEADLINE)
+            .where(sessions.c.sweep_at <= at(now), at(now) >= _DEADLINE)
             .scalar_subquery())
         with self._begin(readonly=True) as conn:
             active, started, oldest_overdue = conn.execute(figures).one()
@@ -604,7 +630,7 @@ class SqlStore:
     def active_sessions(self, query):
         order = _ACTIVE_ORDER[query.sort]
         now = at(query.now)
-        select = sa.select(*_RECORD).where(_OPEN, sessions.c.idle_deadline > now,
+        select = sa.select(*_RECORD).where(sessions.c.idle_deadline > now,
                                            sessions.c.absolute_deadline > now)
         if query.user_id is not None:
             select = select.where(sessions.c.user_id == query.user_id)
@@ -633,7 +659,8 @@ class SqlStore:
     def records(self) -> list[SessionRecord]:
         """Every record, open or ended (for tests)."""
         with self._begin() as conn:
-            return [_record(row) for row in conn.execute(sa.select(*_RECORD))]
+            return [_record(row) for row in conn.execute(sa.union_all(
+                sa.select(*_RECORD), sa.select(*_TOMBSTONE).where(_ENDED_EVENT)))]
 
     def close(self):
         if self._sweeper is not None:
@@ -653,7 +680,7 @@ class SqlStore:
         """How many open sessions the sweeper has to look at now."""
         with self._begin() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(sessions)
-                                .where(_OPEN, sessions.c.sweep_at <= at(now))).scalar_one()
+                                .where(sessions.c.sweep_at <= at(now))).scalar_one()
 
     def notify_pending(self, batch: int = 500, only: list[str] | None = None) -> int:
         """Send the notifications of ended sessions not sent yet (the outbox).
@@ -728,23 +755,19 @@ class SqlStore:
             report(self.on_end, event)
 
     def prune(self, now: int, batch: int = 500) -> int:
-        """Delete tombstones and notified events older than ``retention``, in batches."""
-        horizon = at(now - self.policy.retention)
+        """Delete the events (tombstones) older than ``retention`` once they were sent, in
+        batches."""
+        events = session_events.c
+        old = sa.and_(events.at <= at(now - self.policy.retention),
+                      ~sa.exists().where(session_outbox.c.event_id == events.id))  # sent
         pruned = 0
-        for table, old in (
-            (sessions, sa.and_(sessions.c.ended_at.is_not(None), sessions.c.ended_at <= horizon)),
-            (session_events, sa.and_(session_events.c.at <= horizon, ~sa.exists().where(
-                session_outbox.c.event_id == session_events.c.id))),  # sent
-        ):
-            key = next(iter(table.primary_key))
-            while True:
-                with self._begin() as conn:
-                    doomed = sa.select(key).where(old).limit(batch).scalar_subquery()
-                    count = conn.execute(table.delete().where(key.in_(doomed))).rowcount
-                pruned += count
-                if count < batch:
-                    break
-        return pruned
+        while True:
+            with self._begin() as conn:
+                doomed = sa.select(events.id).where(old).limit(batch).scalar_subquery()
+                deleted = conn.execute(session_events.delete().where(events.id.in_(doomed)))
+            pruned += deleted.rowcount
+            if deleted.rowcount < batch:
+                return pruned
 
     def start(self, interval: float, batch: int = 500, observe=None) -> None:
         """Sweep every ``interval`` seconds in a daemon thread until :meth:`close`."""
@@ -832,17 +855,17 @@ class SqlStore:
 
         Returns (how many were claimed, {event id: ``SessionEnded``} of each session ended).
         """
-        if self._sqlite:  # no row locks, no UPDATE inside WITH: a statement a step
+        if self._sqlite:  # no row locks, no DELETE inside WITH: a statement a step
             overdue = at(now) >= _DEADLINE
             keys = conn.execute(sa.select(sessions.c.key)
-                                .where(_OPEN, sessions.c.sweep_at <= at(now))
+                                .where(sessions.c.sweep_at <= at(now))
                                 .order_by(sessions.c.sweep_at).limit(batch)).scalars().all()
             claimed = sessions.c.key.in_(keys)
             ended = self._end_rows(conn, sa.and_(claimed, overdue), None, now)
-            conn.execute(sessions.update().where(claimed, _OPEN).values(sweep_at=_DEADLINE))
+            conn.execute(sessions.update().where(claimed).values(sweep_at=_DEADLINE))
             events = (self._events(conn, sa.and_(
                 self._among(session_events.c.session_key, [row.key for row in ended]),
-                session_events.c.kind == ENDED)) if ended else {})
+                _ENDED_EVENT)) if ended else {})
             return len(keys), events
         # PostgreSQL: the whole batch is one statement, the events written on the server.
         rows = conn.execute(_SWEEP_BATCH, {"now": at(now), "batch": batch}).all()
@@ -857,13 +880,13 @@ class SqlStore:
         return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(column.type)))
 
     def _end_rows(self, conn, which, reason, now):
-        """End the open sessions ``which`` selects and write their event rows."""
-        if self._sqlite:  # SQLite has no UPDATE inside WITH
-            rows = conn.execute(_ending(which, reason, at(now))).all()
+        """End the sessions ``which`` selects and write their event rows."""
+        moment = sa.literal(at(now), UTCDateTime())
+        if self._sqlite:  # SQLite has no DELETE inside WITH
+            rows = conn.execute(_ending(which, reason, moment)).all()
             if rows:
                 conn.execute(session_events.insert(), [
-                    {"session_key": row.key, "user_id": row.user_id, "kind": ENDED,
-                     "reason": row.end_reason, "at": row.ended_at,
+                    {**dict(zip(_EVENT_COLUMNS, row, strict=True)), "kind": ENDED,
                      "duration": seconds(row.ended_at) - seconds(row.created)}
                     for row in rows])
                 events = session_events.c
@@ -871,7 +894,7 @@ class SqlStore:
                     events.id).where(events.session_key.in_([row.key for row in rows]),
                                      events.kind == ENDED)))
             return rows
-        ended = _ending(which, reason, at(now)).cte("ended")
+        ended = _ending(which, reason, moment).cte("ended")
         return conn.execute(sa.select(*ended.c).add_cte(*_logged(ended))).all()
 
     def _read(self, key: str):
