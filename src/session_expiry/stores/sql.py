@@ -594,18 +594,20 @@ class SqlStore:
             sa.select(sa.func.count()).select_from(sessions)
             .where(sessions.c.idle_deadline > at(now),
                    sessions.c.absolute_deadline > at(now)).scalar_subquery(),
-            sa.select(sa.func.count()).select_from(sessions)
-            .where(sessions.c.created > since).scalar_subquery()
-            + sa.select(sa.func.count()).where(recent, events.created > since)
-            .scalar_subquery(),  # started and since ended
+            sa.select(sa.func.count()).select_from(sessions)  # started and still open
+            .where(sessions.c.created > since).scalar_subquery(),
             sa.select(sa.func.min(_DEADLINE))
             .where(sessions.c.sweep_at <= at(now), at(now) >= _DEADLINE)
             .scalar_subquery())
         with self._begin(readonly=True) as conn:
             active, started, oldest_overdue = conn.execute(figures).one()
-            end_counts = [EndCount(*row) for row in conn.execute(
-                sa.select(hours_ago, events.reason, bucket, sa.func.count())
-                .where(recent).group_by(hours_ago, events.reason, bucket))]
+            # The same pass counts the sessions that started in the window and have ended.
+            ends = conn.execute(
+                sa.select(hours_ago, events.reason, bucket, sa.func.count(),
+                          sa.func.count().filter(events.created > since))
+                .where(recent).group_by(hours_ago, events.reason, bucket)).all()
+            end_counts = [EndCount(*row[:4]) for row in ends]
+            started += sum(row[4] for row in ends)
             refusals = conn.execute(
                 sa.select(session_refusals.c.reason, sa.func.sum(session_refusals.c.count))
                 .where(session_refusals.c.hour > since)
