@@ -41,10 +41,9 @@ def upgrade():
             batch.add_column(sa.Column(name, sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("ip", sa.String(45), nullable=True))
         batch.add_column(sa.Column("user_agent", sa.String(512), nullable=True))
-    copied = ", ".join(f"{name} = (SELECT s.{name} FROM sessions AS s "  # noqa: S608
-                       "WHERE s.key = session_events.session_key)" for name in RECORD)
-    op.execute(f"UPDATE session_events SET {copied} "  # noqa: S608 (names from this file)
-               "WHERE EXISTS (SELECT 1 FROM sessions AS s WHERE s.key = session_key)")
+    copied = ", ".join(f"{name} = s.{name}" for name in RECORD)
+    op.execute(f"UPDATE session_events SET {copied} FROM sessions AS s "  # noqa: S608 (our names)
+               "WHERE s.key = session_events.session_key")
     op.execute(f"UPDATE session_events SET created = {_started()}, last_seen = at, "  # noqa: S608
                "idle_deadline = at, absolute_deadline = at WHERE created IS NULL")
     with op.batch_alter_table("session_events") as batch:
