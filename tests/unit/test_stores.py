@@ -1424,3 +1424,28 @@ def test_a_take_from_the_outbox_looks_its_entries_up_by_key_however_empty_it_loo
         conn.exec_driver_sql("DEALLOCATE take")
     assert "Join" not in plan and "Nested Loop" not in plan, plan
     assert "Index Cond: (event_id = ANY" in plan, plan
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_each_batch_of_a_sweep_claims_from_where_the_last_one_reached(make):
+    """The sessions a sweep ends leave entries at the front of the ``sweep_at`` index until
+    a vacuum; a claim that started at the front stepped over all of them (9,500 buffers a
+    batch after 300,000 ends). Each batch starts where the last one's claim reached."""
+    store = make()
+    keys = [session_key(f"cursor-{i}") for i in range(4)]
+    for i, key in enumerate(keys):
+        store.open(key, "7", T0 + 10 * i)
+    claims = []  # (where a batch started, where its claim reached)
+    sweep_batch = store._sweep_batch
+
+    def recorded(conn, now, batch, after):
+        result = sweep_batch(conn, now, batch, after)
+        claims.append((after, result[1]))
+        return result
+
+    store._sweep_batch = recorded
+    result = store.sweep(T0 + 30 + IDLE, batch=1)
+    assert result.total_ended == 4 and all(not store.get(key).is_open for key in keys)
+    reached = [datetime.fromtimestamp(T0 + 10 * i + IDLE, UTC) for i in range(4)]
+    assert [end for _, end in claims] == [*reached, None]
+    assert [start for start, _ in claims] == [datetime.fromtimestamp(0, UTC), *reached]
