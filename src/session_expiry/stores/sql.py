@@ -102,19 +102,26 @@ def seconds(moment: datetime | None) -> int | None:
 
 metadata = sa.MetaData()
 
+
+def _record_columns() -> list[sa.Column]:
+    """A session's record besides its key, user and end: the same columns in ``sessions``
+    (open) and in its ``ended`` event (as it ended)."""
+    return [sa.Column("created", UTCDateTime, nullable=False),
+            sa.Column("last_seen", UTCDateTime, nullable=False),
+            sa.Column("idle_deadline", UTCDateTime, nullable=False),
+            sa.Column("absolute_deadline", UTCDateTime, nullable=False),
+            sa.Column("ip", sa.String(45), nullable=True),
+            sa.Column("user_agent", sa.String(512), nullable=True)]
+
+
 sessions = sa.Table(
     "sessions", metadata,
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("user_id", sa.String(64), nullable=False),
     sa.Column("data", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("version", sa.Integer, nullable=False, default=0),
-    sa.Column("created", UTCDateTime, nullable=False),
-    sa.Column("last_seen", UTCDateTime, nullable=False),
-    sa.Column("idle_deadline", UTCDateTime, nullable=False),
-    sa.Column("absolute_deadline", UTCDateTime, nullable=False),
+    *_record_columns(),
     sa.Column("sweep_at", UTCDateTime, nullable=False),
-    sa.Column("ip", sa.String(45), nullable=True),
-    sa.Column("user_agent", sa.String(512), nullable=True),
 )
 
 session_events = sa.Table(
@@ -127,13 +134,7 @@ session_events = sa.Table(
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Column("duration", sa.Integer, nullable=False),
-    # The session's record as it ended (``at`` and ``reason`` are its end).
-    sa.Column("created", UTCDateTime, nullable=False),
-    sa.Column("last_seen", UTCDateTime, nullable=False),
-    sa.Column("idle_deadline", UTCDateTime, nullable=False),
-    sa.Column("absolute_deadline", UTCDateTime, nullable=False),
-    sa.Column("ip", sa.String(45), nullable=True),
-    sa.Column("user_agent", sa.String(512), nullable=True),
+    *_record_columns(),  # the session's record as it ended (``at`` and ``reason``: its end)
     sa.UniqueConstraint("session_key", "kind", name="uq_session_events_session_key_kind"),
 )
 
@@ -165,9 +166,13 @@ sa.Index("ix_session_events_reason_at_key", session_events.c.reason, session_eve
 sa.Index("ix_session_events_user_id_at_key", session_events.c.user_id, session_events.c.at,
          session_events.c.session_key)
 
-_DEADLINE = sa.case(
-    (sessions.c.absolute_deadline <= sessions.c.idle_deadline, sessions.c.absolute_deadline),
-    else_=sessions.c.idle_deadline)
+def _deadline(record):
+    """The earlier of the two deadlines of ``record`` (columns): ``SessionRecord.deadline``."""
+    return sa.case((record.absolute_deadline <= record.idle_deadline, record.absolute_deadline),
+                   else_=record.idle_deadline)
+
+
+_DEADLINE = _deadline(sessions.c)
 _OVERDUE_REASON = sa.case(
     (sessions.c.absolute_deadline <= sessions.c.idle_deadline, "absolute_timeout"),
     else_="idle_timeout")
@@ -230,8 +235,7 @@ def _record(row) -> SessionRecord:
 
 
 #: The columns of an ``ended`` event that hold its session's record, in ``_RECORD``'s order.
-_EVENT_COLUMNS = ["session_key", "user_id", "created", "last_seen", "idle_deadline",
-                  "absolute_deadline", "at", "reason", "ip", "user_agent"]
+_EVENT_COLUMNS = [column.name for column in _TOMBSTONE]
 
 
 def _logged(ended):
@@ -240,13 +244,11 @@ def _logged(ended):
 
     Event ids follow the sessions' deadlines, so their notifications go out in that order.
     """
-    deadline = sa.case((ended.c.absolute_deadline <= ended.c.idle_deadline,
-                        ended.c.absolute_deadline), else_=ended.c.idle_deadline)
     logged = session_events.insert().from_select(
         [*_EVENT_COLUMNS, "kind", "duration"],
         sa.select(*ended.c, sa.literal(ENDED),
                   sa.cast(sa.extract("epoch", ended.c.ended_at - ended.c.created), sa.Integer))
-        .order_by(deadline, ended.c.key)).returning(*session_events.c).cte("logged")
+        .order_by(_deadline(ended.c), ended.c.key)).returning(*session_events.c).cte("logged")
     queued = session_outbox.insert().from_select(["event_id"], sa.select(logged.c.id))
     return logged, queued.cte("queued")
 
