@@ -13,6 +13,7 @@ an active session says how many seconds are left when it leaves.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,7 +58,9 @@ class SessionExpiry:
     """``request.session_expiry``: this request's view of its session's lifecycle."""
 
     def __init__(self, request, setup: ExpirySetup):
-        self.request = request
+        # Held weakly: the request holds this object (``request.session_expiry``), and the
+        # cycle kept every request, its environ and its session for the garbage collector.
+        self._request = weakref.ref(request)
         self.setup = setup
         self.policy = setup.policy
         self.store = setup.store
@@ -83,6 +86,11 @@ class SessionExpiry:
             self._end(self.verdict.reason)
 
     # -- what views and templates read ------------------------------------------
+
+    @property
+    def request(self):
+        """The request judged here."""
+        return self._request()
 
     @property
     def active(self) -> bool:
