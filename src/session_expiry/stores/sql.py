@@ -261,9 +261,10 @@ def _ending(which, reason, moment):
     """
     reason = _OVERDUE_REASON if reason is None else sa.case(
         (moment >= _DEADLINE, _OVERDUE_REASON), else_=sa.literal(reason))
+    end = {"ended_at": sa.type_coerce(moment, UTCDateTime).label("ended_at"),
+           "end_reason": reason.label("end_reason")}
     return sessions.delete().where(which).returning(
-        *_RECORD[:6], sa.type_coerce(moment, UTCDateTime).label("ended_at"),
-        reason.label("end_reason"), *_RECORD[8:])
+        *(end.get(column.name, column) for column in _RECORD))
 
 
 def _epoch(moment):
@@ -596,7 +597,7 @@ class SqlStore:
         self.flush_refusals()
         since = at(now - WINDOW)
         events = session_events.c
-        recent = sa.and_(events.kind == ENDED, events.at > since)
+        recent = sa.and_(_ENDED_EVENT, events.at > since)
         hours_ago = sa.case(*[(events.at > at(now - (hour + 1) * HOUR), hour)
                               for hour in range(HOURS - 1)], else_=HOURS - 1)
         bucket = sa.case(*[(events.duration < edge, index)
@@ -657,7 +658,7 @@ class SqlStore:
     def recent_ends(self, query):
         events = session_events.c
         select = sa.select(events.session_key, events.user_id, events.reason, events.at,
-                           events.duration).where(events.kind == ENDED)
+                           events.duration).where(_ENDED_EVENT)
         if query.reason is not None:
             select = select.where(events.reason == query.reason)
         if query.user_id is not None:
@@ -711,8 +712,7 @@ class SqlStore:
         # outbox's primary key: never a walk of either table.
         events = session_events.c
         return self._notify(sa.select(waiting).where(waiting.in_(
-            sa.select(events.id).where(self._among(events.session_key, only),
-                                       events.kind == ENDED))))
+            sa.select(events.id).where(self._among(events.session_key, only), _ENDED_EVENT))))
 
     def _notify(self, claim, batch: int | None = None, known=None, take=None,
                 params=None) -> int:
@@ -921,7 +921,7 @@ class SqlStore:
                 events = session_events.c
                 conn.execute(session_outbox.insert().from_select(["event_id"], sa.select(
                     events.id).where(events.session_key.in_([row.key for row in rows]),
-                                     events.kind == ENDED)))
+                                     _ENDED_EVENT)))
             return rows
         ended = _ending(which, reason, moment).cte("ended")
         return conn.execute(sa.select(*ended.c).add_cte(*_logged(ended))).all()
