@@ -367,6 +367,27 @@ def test_a_judged_session_built_from_the_configuration_is_the_one_beaker_builds(
     assert ours.cookie is not configured["cookie"] and not ours.cookie
 
 
+def test_a_judged_session_ended_before_it_is_loaded_loads_empty_as_beakers_own(store):
+    """Ended between the verdict and the first read (another tab signed out): the loaded
+    session is a new, empty one, as Beaker's own ``load`` makes it, and holds nothing."""
+    store.open(KEY, "42", T0)
+    seeded = beaker_session(store)
+    seeded["secret"] = "data"
+    seeded.save()
+    store.end(KEY, "logged_out", T0 + 1)
+    options = {"type": "expiry:memory", "store": store, "data_serializer": "json",
+               "key": "session", "secret": "s" * 40}
+    configured = vars(JudgedSession({}, **options))
+
+    ours = JudgedSession.loaded(configured, {"cookie": None}, RAW_ID, expiry=None)
+    beakers = JudgedSession({"cookie": None}, id=RAW_ID, **options, expiry=None)
+
+    assert ours.is_new and beakers.is_new
+    assert ours.last_accessed is None and beakers.last_accessed is None
+    assert ours.keys() == beakers.keys() and "secret" not in ours
+    assert ours.accessed_dict.keys() == beakers.accessed_dict.keys()
+
+
 def test_beaker_session_of_an_ended_session_loads_empty_and_cannot_write_it_back(store):
     store.open(KEY, "42", T0)
     session = beaker_session(store)

@@ -22,7 +22,7 @@ import secrets
 import time
 
 from beaker.container import NamespaceManager
-from beaker.session import Session, SessionObject, SignedCookie
+from beaker.session import Session, SignedCookie
 from beaker.synchronization import null_synchronizer
 from pyramid_beaker import BeakerSessionFactoryConfig
 
@@ -143,18 +143,31 @@ class JudgedSession(Session):
 
     @classmethod
     def loaded(cls, configured: dict, request: dict, id: str, expiry) -> JudgedSession:
-        """The judged session ``id``, loaded, its configuration copied from ``configured``
-        (what Beaker's ``__init__`` derives from the factory's options alone, derived
-        once per factory): half the cost of Beaker's ``__init__``, every request."""
+        """The session ``id`` the tween judged, loaded: what Beaker's ``__init__`` and ``load``
+        make of it, less what depends on the factory's options alone (derived once, in
+        ``configured``) and what our namespace makes needless: a lock (the store locks)
+        and Beaker's timeout (the record is the clock; the settings refuse it)."""
         session = cls.__new__(cls)
-        vars(session).update(configured)
-        session.request = request
-        session.id = id
-        session.namespace_args = {**configured["namespace_args"], "expiry": expiry}
-        session.cookie = SignedCookie(session.secret)
-        session.accessed_dict = {}
-        session.was_invalidated = session.is_new = False
-        session.load()
+        namespace_args = {**configured["namespace_args"], "expiry": expiry}
+        namespace = configured["namespace_class"](id, **namespace_args)
+        vars(session).update(configured, request=request, id=id,
+                             namespace=namespace, namespace_args=namespace_args,
+                             cookie=SignedCookie(configured["secret"]),
+                             was_invalidated=False, is_new=False)
+        request["set_cookie"] = True
+        session.update(session._config)  # what Beaker's ``clear`` leaves
+        now = time.time()
+        try:
+            data = namespace[_BEAKER_KEY]
+        except KeyError:  # ended since it was judged: a new, empty session, as Beaker's
+            data = {"_creation_time": now}
+            session.is_new = True
+            session.last_accessed = None
+        else:
+            session.last_accessed = data["_accessed_time"]
+        data["_accessed_time"] = now
+        session.update(data)
+        session.accessed_dict = data.copy()
         return session
 
     def renew(self):
@@ -177,23 +190,29 @@ def session_factory(**options):
 
     base = BeakerSessionFactoryConfig(**options)
     configured = vars(JudgedSession({}, **options))  # a new session's; ids and data differ
+    params = {**base._options, "session_class": JudgedSession}
 
     class ExpirySession(base):
         def __init__(self, request):
+            # Beaker's ``SessionObject.__init__`` without its per-request copy of the options:
+            # what differs per request is the judged session, and ``_session`` reads it here.
             expiry = session_expiry(request)
-            judged = expiry.session_id if expiry.active else None
-            SessionObject.__init__(self, {}, id=judged, expiry=expiry,
-                                   session_class=JudgedSession, **self._options)
-            self.__dict__["_expiry"] = expiry
+            self.__dict__.update(_params=params, _environ=None, _sess=None, _headers={},
+                                 _expiry=expiry)
 
         def _session(self):
             state = self.__dict__
-            judged = state["_params"]["id"]
-            if state["_sess"] is None and judged is not None:
+            session = state["_sess"]
+            if session is None:
+                expiry = state["_expiry"]
                 state["_headers"] = headers = {"cookie_out": None, "cookie": None}
-                state["_sess"] = JudgedSession.loaded(configured, headers, judged,
-                                                      state["_expiry"])
-            return super()._session()
+                if expiry.active:
+                    session = JudgedSession.loaded(configured, headers, expiry.session_id,
+                                                  expiry)
+                else:  # a new session (sign-in); never one named by the Cookie header
+                    session = JudgedSession(headers, expiry=expiry, **params)
+                state["_sess"] = session
+            return session
 
         def invalidate(self):
             """End the session, as ``forget()`` does (an old cookie replayed later loads
