@@ -53,6 +53,8 @@ class Verdict:
 
 
 ANONYMOUS = Verdict(State.ANONYMOUS)
+ACTIVE = Verdict(State.ACTIVE)
+ACTIVE_TOUCH_DUE = Verdict(State.ACTIVE, touch_due=True)
 
 
 def ticket_binding(session_key: str) -> str:
@@ -112,7 +114,7 @@ def decide(
     # A bound ticket of a live session is good whatever its own time says (a
     # response that reissued it may never have reached the browser): the record
     # is the one clock, and the tween brings the ticket back in step.
-    return Verdict(State.ACTIVE, touch_due=now - record.last_seen >= policy.touch_interval)
+    return ACTIVE_TOUCH_DUE if now - record.last_seen >= policy.touch_interval else ACTIVE
 
 
 def _refused(reason: Reason) -> Verdict:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from pyramid.csrf import new_csrf_token
 
-from .decision import Reason, State, Verdict, decide, ending_reason, ticket_binding
+from .decision import ACTIVE, Reason, State, Verdict, decide, ending_reason, ticket_binding
 from .inputs import (
     CookieReader,
     parameters_readable,
@@ -93,8 +93,14 @@ class SessionExpiry:
         return self._request()
 
     @property
-    def active(self) -> bool:
-        return self.verdict.state is State.ACTIVE
+    def verdict(self) -> Verdict:
+        return self._verdict
+
+    @verdict.setter
+    def verdict(self, verdict: Verdict) -> None:
+        self._verdict = verdict
+        #: The session is active: signed in, open, before its deadline.
+        self.active = verdict.state is State.ACTIVE
 
     @property
     def state(self) -> State:
@@ -185,7 +191,7 @@ class SessionExpiry:
         )
         session.changed()  # make Beaker write the entry's data and send the new cookie
         new_csrf_token(self.request)  # a token seen before sign-in is not trusted after it
-        self.verdict = Verdict(State.ACTIVE)
+        self.verdict = ACTIVE
         self.ticket = None  # whatever came in belonged to another session
         self._touched = True
         return self.record
@@ -274,7 +280,10 @@ class SessionExpiry:
             headers = response.headerlist
             headers.append(("Session-Expires-In", str(self.remaining)))
             headers.append(("Session-Warn-Before", str(self.policy.warn_before)))
-            if not any(name.lower() == "cache-control" for name, _ in headers):
+            for name, _ in headers:
+                if name.lower() == "cache-control":
+                    break
+            else:
                 headers.append(("Cache-Control", "private, no-store"))
         elif self._ticket_sent:
             response.delete_cookie(self.policy.ticket_cookie, path=self.policy.cookie_path,
