@@ -262,7 +262,7 @@ class SessionExpiry:
         """Touch if due, reissue the ticket with it, and tell the client the figures."""
         if self._touch_due:
             try:
-                self._touch()
+                self._touch(self.policy.touch_interval)
             except StoreUnavailable as error:  # the answer is made; the touch can wait
                 log.warning("session store unavailable, not touched: %s", error)
         if self.active:
@@ -295,9 +295,9 @@ class SessionExpiry:
     def _touch_due(self) -> bool:
         return self.active and self._activity and self.verdict.touch_due and not self._touched
 
-    def _touch(self) -> None:
+    def _touch(self, interval: int = 0) -> None:
         self._touched = True
-        record = self.store.touch(self.record.key, self.now)
+        record = self.store.touch(self.record.key, self.now, interval)
         if record is None:  # ended meanwhile (logout in another tab, revoke, sweep)
             self.record = self.store.get(self.record.key)
             self._take_reason_from_tombstone()

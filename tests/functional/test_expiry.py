@@ -111,6 +111,24 @@ def test_request_after_touch_interval_touches_and_reissues(app, clock):
     assert response.headers["Session-Expires-In"] == str(IDLE)
 
 
+def test_a_due_touch_is_written_only_if_no_request_alongside_wrote_it(app, clock, monkeypatch):
+    """The tween asks the store to touch on condition (the store's tests show that a
+    touch made alongside writes nothing); "stay signed in" touches whatever the interval."""
+    login(app)
+    store = store_of(app)
+    touch, intervals = store.touch, []
+
+    def spy(key, now, interval=0):
+        intervals.append(interval)
+        return touch(key, now, interval)
+
+    monkeypatch.setattr(store, "touch", spy)
+    clock.advance(TOUCH)
+    app.get("/", headers=PAGE)
+    extend(app)
+    assert intervals == [TOUCH, 0]
+
+
 def test_status_never_extends_the_session(app, clock):
     login(app)
     before = record_of(app)

@@ -333,6 +333,47 @@ def test_touch_never_moves_a_deadline_back(store):
     assert store.get(KEY) == late
 
 
+def test_of_requests_that_found_the_same_touch_due_one_writes_it(store):
+    """A page's parallel requests all find the touch due; the first writes it, the rest
+    get the record it wrote (at most one write per ``touch_interval``)."""
+    store.open(KEY, "42", T0)
+    first = store.touch(KEY, T0 + 130, interval=120)
+    alongside = store.touch(KEY, T0 + 131, interval=120)
+    assert first.last_seen == T0 + 130 and first.idle_deadline == T0 + 130 + IDLE
+    assert alongside == first == store.get(KEY)
+    later = store.touch(KEY, T0 + 250, interval=120)
+    assert later.last_seen == T0 + 250 and later.idle_deadline == T0 + 250 + IDLE
+
+
+def test_a_touch_not_due_of_a_session_no_longer_open_returns_none(store):
+    store.open(KEY, "42", T0)
+    store.touch(KEY, T0 + 130, interval=120)
+    store.end(KEY, "logged_out", T0 + 131)
+    assert store.touch(KEY, T0 + 132, interval=120) is None
+    assert store.touch(KEY2, T0 + 132, interval=120) is None, "an unknown key"
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_a_touch_made_alongside_updates_no_row(store):
+    store.open(KEY, "42", T0)
+    # psycopg counts an UPDATE's rows when it runs (and forgets once the cursor is closed),
+    # SQLite once they are fetched: keep both counts, take the one that is known.
+    updates = []
+
+    def count_updates(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE"):
+            updates.append((cursor, cursor.rowcount))
+
+    sa.event.listen(store.engine, "after_cursor_execute", count_updates)
+    try:
+        store.touch(KEY, T0 + 130, interval=120)
+        store.touch(KEY, T0 + 131, interval=120)
+        store.touch(KEY, T0 + 129)  # a request that started earlier
+    finally:
+        sa.event.remove(store.engine, "after_cursor_execute", count_updates)
+    assert [max(ran, cursor.rowcount) for cursor, ran in updates] == [1, 0, 0]
+
+
 # -- end -------------------------------------------------------------------------------------
 
 def test_end_returns_the_tombstone_and_reports_it_once(store, ends):

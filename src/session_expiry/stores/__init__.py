@@ -186,8 +186,10 @@ class SessionStore(Protocol):
         it is. False if the session is not open.
         """
 
-    def touch(self, key: str, now: int) -> SessionRecord | None:
-        """Move the idle deadline of an open session; None if it is not open."""
+    def touch(self, key: str, now: int, interval: int = 0) -> SessionRecord | None:
+        """Move the idle deadline of an open session, unless it was touched less than
+        ``interval`` seconds before ``now`` (by a request that ran alongside): then
+        nothing is written. The record as it is after; None if it is not open."""
 
     def end(self, key: str, reason: str, now: int) -> SessionRecord | None:
         """End an open session: purge its data, keep a tombstone, report it once.

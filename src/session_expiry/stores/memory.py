@@ -105,14 +105,15 @@ class MemoryStore:
             entry.version += 1
             return True
 
-    def touch(self, key, now):
+    def touch(self, key, now, interval=0):
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or not entry.record.is_open:
                 return None
             # No push: the session's one heap entry keeps its earlier deadline, and the
             # sweep looks again when it comes due (a touch never grows the heap).
-            entry.record = entry.record.touched(now, self.policy.idle_timeout)
+            if now - entry.record.last_seen >= interval:
+                entry.record = entry.record.touched(now, self.policy.idle_timeout)
             return entry.record
 
     def end(self, key, reason, now):

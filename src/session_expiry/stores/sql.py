@@ -487,19 +487,23 @@ class SqlStore:
                   key[:12], MAX_WRITE_ATTEMPTS)
         return False
 
-    def touch(self, key, now):
-        # A request that started earlier never moves the deadline back.
-        last_seen = sa.literal(at(now), UTCDateTime())
+    def touch(self, key, now, interval=0):
+        # Written only if not touched since ``now - interval``: a request that started
+        # earlier never moves the deadline back, and of the requests that found the same
+        # touch due, one writes.
         idle_deadline = sa.literal(at(now + self.policy.idle_timeout), UTCDateTime())
         with self._begin() as conn:
             row = conn.execute(
-                sessions.update().where(sessions.c.key == key)
-                .values(last_seen=sa.case((sessions.c.last_seen < last_seen, last_seen),
-                                          else_=sessions.c.last_seen),
+                sessions.update()
+                .where(sessions.c.key == key, sessions.c.last_seen <= at(now - interval))
+                .values(last_seen=at(now),
                         idle_deadline=sa.case((sessions.c.idle_deadline < idle_deadline,
                                                idle_deadline), else_=sessions.c.idle_deadline))
                 .returning(*_RECORD)).first()
-        return None if row is None else _record(row)
+        if row is not None:
+            return _record(row)
+        record = self.get(key)  # touched meanwhile, or not open
+        return record if record is not None and record.is_open else None
 
     def end(self, key, reason, now):
         with self._begin() as conn:
