@@ -5,7 +5,11 @@
 
 Each variant of ``benchmarks.http_apps`` runs in its own waitress process (4
 threads) on loopback; its PostgreSQL is our own (``tests.postgres``), fsync off
-as in the tests. One browser signs in to each and its cookies are reused by
+as in the tests. On a machine of two or more cores the app server runs on one
+core and ``wrk`` on another, as a server and its clients do on separate
+machines (:data:`PLACEMENT`); the memory variants also run once more with
+their threads free on every core, the placement of this benchmark until
+2026-11-23, for comparison. One browser signs in to each and its cookies are reused by
 ``wrk`` (Debian's, 1 thread, 8 connections) on ``GET /page``, the trivial
 authenticated page that reads one session value. The variants take turns
 (round 1 of each, then round 2, ...) so that noise on a shared machine hits
@@ -72,14 +76,38 @@ SECRET = "benchmark-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 WRK_THREADS, WRK_CONNECTIONS = 1, 8
 
 
+def placement() -> tuple[set[int], set[int]] | None:
+    """(the app server's core, wrk's core), or None on a machine of one core.
+
+    On two cores, free threads compete with wrk for both and hand the GIL to
+    each other across cores: a bare page then costs twice the CPU time it costs
+    on one core of its own, and that fixed cost hides what the variants differ in.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    return ({cores[0]}, {cores[1]}) if len(cores) >= 2 else None
+
+
+PLACEMENT = placement()
+#: The variants also timed with their threads free (the placement before PLACEMENT).
+FREE = ("bare", "classic_memory", "expiry_memory")
+
+
 @dataclass
 class Variant:
     name: str
     port: int
     process: subprocess.Popen
+    cores: set[int] | None  # wrk's; None: free
     cookie: str = ""
     rates: list[float] = field(default_factory=list)
     requests: int = 0
+
+
+def on(cores: set[int] | None, command: list[str]) -> list[str]:
+    """``command``, kept with every thread it starts on ``cores`` (util-linux's taskset)."""
+    if cores is None:
+        return command
+    return ["taskset", "--cpu-list", ",".join(map(str, sorted(cores))), *command]
 
 
 def wrk_binary() -> str:
@@ -89,15 +117,16 @@ def wrk_binary() -> str:
     return found
 
 
-def start(name: str, env: dict) -> Variant:
+def start(name: str, env: dict, pinned: bool = True) -> Variant:
+    server_cores, wrk_cores = PLACEMENT if PLACEMENT and pinned else (None, None)
     port = free_port()
     # Its log goes to a file (the child keeps it open): a pipe nobody reads fills up under
     # load (waitress warns of its queue depth) and the server stops, blocked on a write.
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.http_apps", name, str(port)],
+            on(server_cores, [sys.executable, "-m", "benchmarks.http_apps", name, str(port)]),
             env=env, stdout=subprocess.DEVNULL, stderr=log)
-        variant = Variant(name, port, process)
+        variant = Variant(name, port, process, wrk_cores)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -148,8 +177,8 @@ def run_wrk(variant: Variant, seconds: int) -> float:
                f"http://127.0.0.1:{variant.port}/page"]
     if variant.cookie:
         command[1:1] = ["-H", f"Cookie: {variant.cookie}"]
-    out = subprocess.run(command, capture_output=True, text=True, check=True,
-                         timeout=seconds + 30).stdout
+    out = subprocess.run(on(variant.cores, command), capture_output=True, text=True,
+                         check=True, timeout=seconds + 30).stdout
     failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: .*", out)
     if failed or errors:
@@ -199,6 +228,7 @@ def measure(smoke: bool = False, seconds: int = 10, rounds: int = 3) -> list[Fig
     server = PostgresServer().start()
     scratch = Path(tempfile.mkdtemp(prefix="session-expiry-bench-"))
     variants: dict[str, Variant] = {}
+    free: dict[str, Variant] = {}  # the same apps, their threads free on every core
     try:
         urls = {name: server.create_database(name)
                 for name in ("expiry", "classic", "ceiling")}
@@ -222,9 +252,12 @@ def measure(smoke: bool = False, seconds: int = 10, rounds: int = 3) -> list[Fig
             variant_env = {**env, "BENCH_DATABASE_URL": database_of.get(name, urls["expiry"])}
             variants[name] = start(name, variant_env)
             sign_in(variants[name])
+        for name in FREE if PLACEMENT else ():
+            free[name] = start(name, {**env, "BENCH_DATABASE_URL": urls["expiry"]}, pinned=False)
+            sign_in(free[name])
         for _ in range(rounds):
-            for name in ORDER:
-                variants[name].rates.append(run_wrk(variants[name], seconds))
+            for variant in (*variants.values(), *free.values()):
+                variant.rates.append(run_wrk(variant, seconds))
         writes = {}
         for name, table_name in (("classic_database", "beaker_cache"),
                                  ("expiry_postgresql", "sessions")):
@@ -232,7 +265,7 @@ def measure(smoke: bool = False, seconds: int = 10, rounds: int = 3) -> list[Fig
             written = count_writes(variants[name], database_of[name], table_name, seconds)
             writes[name] = (written, variants[name].requests - before)
     finally:
-        for variant in variants.values():
+        for variant in (*variants.values(), *free.values()):
             variant.process.terminate()
             variant.process.wait(timeout=10)
         server.stop()
@@ -245,9 +278,25 @@ def measure(smoke: bool = False, seconds: int = 10, rounds: int = 3) -> list[Fig
         note, met = ratio_note(rate[name], rate[base], LABELS[base].split(" (")[0], target)
         figures.append(Figure("HTTP ratio", LABELS[name], rate[name] / rate[base], "x", note,
                               None if smoke else met))
+    figures += free_figures({name: median(variant.rates) for name, variant in free.items()},
+                            rounds, seconds)
     for name, (written, requests) in writes.items():
         figures.append(Figure("Store writes", LABELS[name], written, "rows written",
                               f"in {requests:,} read-only requests of one session"))
+    return figures
+
+
+def free_figures(rate: dict[str, float], rounds: int, seconds: int) -> list[Figure]:
+    """The memory variants with their threads free on every core, for comparison: no
+    target is judged on them (see :func:`placement`)."""
+    if not rate:
+        return []
+    section = "HTTP, threads free"
+    figures = [Figure(section, LABELS[name], rate[name], "req/s",
+                      f"median of {rounds} x {seconds} s") for name in FREE]
+    for name, base in (("classic_memory", "bare"), ("expiry_memory", "classic_memory")):
+        note, _ = ratio_note(rate[name], rate[base], LABELS[base].split(" (")[0])
+        figures.append(Figure(section, LABELS[name], rate[name] / rate[base], "x", note))
     return figures
 
 

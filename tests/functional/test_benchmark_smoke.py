@@ -3,7 +3,11 @@ loaded by wrk for a second) and reports every figure. Nothing here is about spee
 figures of a one-second run on a shared machine mean nothing."""
 from __future__ import annotations
 
-from benchmarks.http_peers import LABELS, ORDER, measure
+import os
+import subprocess
+import sys
+
+from benchmarks.http_peers import FREE, LABELS, ORDER, PLACEMENT, measure, on
 
 
 def test_the_http_benchmark_smoke_run_measures_every_variant_and_counts_writes():
@@ -19,3 +23,18 @@ def test_the_http_benchmark_smoke_run_measures_every_variant_and_counts_writes()
     # touch_interval (two minutes here: the smoke run is over long before).
     assert classic.value >= 10, classic
     assert ours.value <= 1, ours
+    # The memory variants again, their threads free on every core (where there are two).
+    free = {figure.name for figure in figures if figure.section == "HTTP, threads free"}
+    assert free == ({LABELS[name] for name in FREE} if PLACEMENT else set())
+
+
+def test_a_placed_command_and_every_thread_it_starts_run_on_the_core_given():
+    core = max(os.sched_getaffinity(0))
+    script = ("import os, threading; seen = []; "
+              "thread = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0))); "
+              "thread.start(); thread.join(); print(sorted(os.sched_getaffinity(0)), "
+              "sorted(seen[0]))")
+    out = subprocess.run(on({core}, [sys.executable, "-c", script]), capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == [f"[{core}]", f"[{core}]"]
+    assert on(None, ["wrk"]) == ["wrk"]
