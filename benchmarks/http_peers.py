@@ -9,8 +9,8 @@ as in the tests. On a machine of two or more cores the app server runs on one
 core and ``wrk`` on another, as a server and its clients do on separate
 machines (:data:`PLACEMENT`); the memory variants also run once more with
 their threads free on every core, the placement of this benchmark until
-2026-11-23, for comparison. One browser signs in to each and its cookies are reused by
-``wrk`` (Debian's, 1 thread, 8 connections) on ``GET /page``, the trivial
+2026-11-23, for comparison. One browser signs in to each and its cookies are
+reused by ``wrk`` (Debian's, 1 thread, 8 connections) on ``GET /page``, the trivial
 authenticated page that reads one session value. The variants take turns
 (round 1 of each, then round 2, ...) so that noise on a shared machine hits
 all of them; the table gives each variant's median and the ratios the
@@ -80,8 +80,8 @@ def placement() -> tuple[set[int], set[int]] | None:
     """(the app server's core, wrk's core), or None on a machine of one core.
 
     On two cores, free threads compete with wrk for both and hand the GIL to
-    each other across cores: a bare page then costs twice the CPU time it costs
-    on one core of its own, and that fixed cost hides what the variants differ in.
+    each other across cores: a bare page then costs the server twice the time it
+    costs on one core of its own, a fixed cost that hides what the variants differ in.
     """
     cores = sorted(os.sched_getaffinity(0))
     return ({cores[0]}, {cores[1]}) if len(cores) >= 2 else None
