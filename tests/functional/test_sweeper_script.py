@@ -1,16 +1,18 @@
 """``session-sweeper``: what it prints and how it exits."""
 import io
 import os
+import random
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from session_expiry.scripts.sweeper import ProgressBar, sweep_once
+from session_expiry.scripts.sweeper import ProgressBar, stop_signals_held, sweep_once, until_stopped
 from session_expiry.settings import Policy
 from session_expiry.stores.sql import SqlStore, engine_for
 from tests.conftest import ROOT, SECRET, migrate
@@ -95,7 +97,8 @@ def test_a_contradictory_ini_exits_2_naming_the_key(tmp_path, sqlite_url):
     assert done.returncode == 2 and "session.timeout" in done.stderr
 
 
-def test_every_runs_until_sigterm_then_exits_0(tmp_path, sqlite_url):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_every_runs_until_a_stop_signal_then_exits_0(tmp_path, sqlite_url, stop):
     overdue_sessions(sqlite_url, idle=1, absolute=0)
     process = subprocess.Popen([str(BIN / "session-sweeper"), str(ini_for(tmp_path, sqlite_url)),
                                 "--every", "1s"], stdout=subprocess.PIPE, text=True)
@@ -106,11 +109,54 @@ def test_every_runs_until_sigterm_then_exits_0(tmp_path, sqlite_url):
             line = process.stdout.readline()
             if line.startswith("session-sweeper: ended="):
                 runs.append(line)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop)
     out, _ = process.communicate(timeout=20)
     assert process.returncode == 0
     runs += [line for line in out.splitlines() if line.startswith("session-sweeper: ended=")]
     assert len(runs) >= 2 and runs[0].startswith("session-sweeper: ended=1 ")
+
+
+def stop_main_thread(signum=signal.SIGTERM) -> None:
+    """Sent to the main thread, which holds it: never to a thread that would die of it."""
+    signal.pthread_kill(threading.main_thread().ident, signum)
+
+
+def test_a_stop_signal_sent_during_a_pass_ends_the_loop_once_that_pass_is_done():
+    passes = []
+
+    def work():
+        assert not passes, "a second pass: the signal sent during the first was lost"
+        stop_main_thread()
+        time.sleep(0.05)  # the rest of the pass, after the signal
+        passes.append("done")
+
+    with stop_signals_held():
+        until_stopped(5, work)
+    assert passes == ["done"]
+
+
+def test_a_stop_signal_at_any_moment_of_the_loop_ends_it():
+    """A pass and a wait alternate every millisecond; each signal lands wherever it
+    lands (inside a wait's own bookkeeping too), ends its loop and is taken by it."""
+    rng = random.Random(9)
+    with stop_signals_held():
+        for _ in range(200):
+            sender = threading.Timer(rng.uniform(0, 0.005), stop_main_thread)
+            sender.start()
+            until_stopped(0.001, lambda: None)
+            sender.join()
+            assert not signal.sigpending() & {signal.SIGTERM, signal.SIGINT}
+
+
+def test_signals_held_are_let_go_afterwards_and_a_second_stop_is_not_delivered_late():
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    with stop_signals_held():
+        assert {signal.SIGTERM, signal.SIGINT} <= signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        stop_main_thread(signal.SIGTERM)
+        stop_main_thread(signal.SIGINT)  # both came: the loop takes one
+        until_stopped(5, lambda: None)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+    assert not signal.sigpending() & {signal.SIGTERM, signal.SIGINT}
 
 
 class Terminal(io.StringIO):

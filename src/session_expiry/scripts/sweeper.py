@@ -19,7 +19,7 @@ import argparse
 import os
 import signal
 import sys
-import threading
+from contextlib import contextmanager, nullcontext
 
 from pyramid.exceptions import ConfigurationError
 from pyramid.paster import bootstrap, setup_logging
@@ -95,9 +95,47 @@ def sweep_once(store, batch, out=sys.stdout) -> int:
     return EXIT_OK
 
 
+#: What stops ``--every``: SIGTERM (a service manager) or SIGINT (Ctrl-C).
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+@contextmanager
+def stop_signals_held():
+    """Hold the stop signals pending, for ``until_stopped`` to take, instead of
+    handling them.
+
+    A handler would run between two bytecodes of the main thread, wherever it is;
+    one that sets a ``threading.Event`` deadlocks if it lands while that thread
+    holds the event's own lock inside ``wait`` (the process then ignores every
+    later SIGTERM too). Entered before anything starts a thread, so that every
+    thread holds them: a thread that did not would die of them.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        while signal.sigtimedwait(STOP_SIGNALS, 0) is not None:  # a second one: stopping anyway
+            pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def until_stopped(seconds: float, work) -> None:
+    """``work()`` now and every ``seconds`` after, until a stop signal comes (held by
+    ``stop_signals_held``). One that comes during ``work`` ends the loop once it
+    returns: a pass is never cut short."""
+    while True:
+        work()
+        if signal.sigtimedwait(STOP_SIGNALS, seconds) is not None:
+            return
+
+
 def main(argv=None, out=None) -> int:
-    out = out or sys.stdout
     args = parser().parse_args(argv)
+    with stop_signals_held() if args.every else nullcontext():
+        return run(args, out or sys.stdout)
+
+
+def run(args, out) -> int:
     if not os.path.isfile(args.ini):
         print(f"session-sweeper: no such ini file: {args.ini}", file=sys.stderr)
         return EXIT_USAGE
@@ -116,12 +154,8 @@ def main(argv=None, out=None) -> int:
             return EXIT_USAGE
         if args.once:
             return sweep_once(store, args.batch, out)
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-        while not stop.is_set():
-            sweep_once(store, args.batch, out)  # a database that is down is retried
-            stop.wait(args.every)
+        # A database that is down is retried at the next pass.
+        until_stopped(args.every, lambda: sweep_once(store, args.batch, out))
         return EXIT_OK
     finally:
         store.close()
