@@ -13,6 +13,7 @@ an active session says how many seconds are left when it leaves.
 from __future__ import annotations
 
 import logging
+import math
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,10 +116,12 @@ class SessionExpiry:
         return self.record.user_id if self.active else None
 
     @property
-    def remaining(self) -> int:
-        """Whole seconds from this moment until the session ends unless touched; 0 if
-        not active.
+    def remaining(self) -> float:
+        """Seconds from this moment until the session ends unless touched, rounded up
+        to the millisecond; 0 if not active.
 
+        To the millisecond, because the browser counts down from it: a figure in
+        whole seconds puts its deadline up to a second late, and its push with it.
         Counts the touch this request will make on its way out, so a page shows
         the same figure as its ``Session-Expires-In`` header; counts from the
         moment it is asked, so a slow view does not make the browser late.
@@ -128,12 +131,12 @@ class SessionExpiry:
         record = self.record
         if self._touch_due:
             record = record.touched(self.now, self.policy.idle_timeout)
-        return record.remaining(int(self.setup.clock()))
+        return max(0, math.ceil((record.deadline - self.setup.clock()) * 1000)) / 1000
 
     @property
     def remaining_words(self) -> str:
         """The time left in whole minutes, rounded up: "20 minutes"."""
-        return describe_duration(-(-self.remaining // 60) * 60)
+        return describe_duration(math.ceil(self.remaining / 60) * 60)
 
     @property
     def warn_before(self) -> int:
@@ -170,8 +173,8 @@ class SessionExpiry:
         """This request counts as activity: touch on the way out, if due."""
         self._activity = True
 
-    def extend(self) -> int:
-        """Touch now, whatever the interval ("stay signed in"); return seconds left."""
+    def extend(self) -> float:
+        """Touch now, whatever the interval ("stay signed in"); return ``remaining``."""
         if self.active:
             self._touch()
         return self.remaining
@@ -278,7 +281,7 @@ class SessionExpiry:
             # Appended, not set through ``response.headers``: only this tween writes these
             # two, and WebOb's setter scans and rebuilds the whole list for each.
             headers = response.headerlist
-            headers.append(("Session-Expires-In", str(self.remaining)))
+            headers.append(("Session-Expires-In", str(int(self.remaining))))  # whole, rounded down
             headers.append(("Session-Warn-Before", str(self.policy.warn_before)))
             for name, _ in headers:
                 if name.lower() == "cache-control":

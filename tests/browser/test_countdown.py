@@ -12,8 +12,8 @@ def test_push_to_the_expired_page_at_the_deadline(live, context):
     page = context.new_page()
     sign_in(page, app)
     loaded = time.monotonic()
-    expires_in = int(page.evaluate(
-        "JSON.parse(document.getElementById('session-expiry-config').textContent).expiresIn"))
+    expires_in = page.evaluate(
+        "JSON.parse(document.getElementById('session-expiry-config').textContent).expiresIn")
     page.wait_for_url(re.compile(r"/session-expired\?reason=idle_timeout"),
                       timeout=(IDLE + 5) * 1000, wait_until="commit")
     pushed = time.monotonic() - loaded

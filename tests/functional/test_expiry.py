@@ -67,6 +67,31 @@ def test_html_page_embeds_the_figures_and_a_noscript_refresh(app, clock):
     assert query(url) == {"reason": "idle_timeout", "came_from": "/workspace"}
 
 
+def test_between_whole_seconds_the_json_figures_are_exact_and_the_header_rounds_down(app, clock):
+    """The browser counts down from the JSON figures: to the millisecond, so its push is
+    not up to a second late. The header says whole seconds left, never one too many; the
+    no-JS refresh never comes early."""
+    login(app)
+    clock.advance(30.25)  # the deadline, whole seconds, is 1199.75 s away
+    page = app.get("/workspace", headers=PAGE)
+    import json
+
+    figures = json.loads(page.html.find("script", id="session-expiry-config").string)
+    assert figures["expiresIn"] == IDLE - 30.25
+    assert page.headers["Session-Expires-In"] == str(IDLE - 31)
+    seconds, _ = page.html.find("noscript").find("meta")["content"].split(";url=")
+    assert seconds == str(IDLE - 30)
+    status = app.get("/session/status", headers=FETCH)
+    assert status.json["remaining"] == IDLE - 30.25
+    assert status.headers["Session-Expires-In"] == str(IDLE - 31)
+    clock.advance(IDLE - 30.25 - 0.0004)  # 0.4 ms before the deadline: rounded up
+    assert app.get("/session/status", headers=FETCH).json == {
+        "state": "active", "reason": None, "remaining": 0.001, "warn_before": WARN,
+        "user": record_of(app).user_id}
+    clock.advance(0.0004)
+    assert app.get("/session/status", headers=FETCH).json["state"] == "ended"
+
+
 def test_anonymous_pages_carry_no_figures(app):
     page = app.get("/login", headers=PAGE)
     assert "Session-Expires-In" not in page.headers

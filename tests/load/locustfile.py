@@ -112,8 +112,9 @@ class Person(FastHttpUser):
         self.client.client.redirect_response_codes = frozenset()  # see every 303 ourselves
         self.seq = 0
         self.session: str | None = None  # store key of the session we believe is open
-        # What the server's Session-Expires-In figures said about the session's deadline:
-        # no earlier than floor(sent) + R, no later than answered + R.
+        # What the server's Session-Expires-In figures (whole seconds left, rounded down)
+        # said about the session's deadline: no earlier than floor(sent) + R, no later
+        # than answered + R + 1.
         self.deadline_at_least = 0.0
         self.deadline_by = 0.0
         self.mode = "signed_out"
@@ -180,7 +181,7 @@ class Person(FastHttpUser):
             elif outcome.reason is not None and outcome.reason not in TIMEOUTS:
                 problem = f"session refused for {outcome.reason!r} on {kind}"
             if expires is not None:
-                self.deadline_by = max(self.deadline_by, t1 + int(expires))
+                self.deadline_by = max(self.deadline_by, t1 + int(expires) + 1)
                 self.deadline_at_least = max(self.deadline_at_least,
                                              int(t0) + int(expires))
             record["problem"] = problem

@@ -404,9 +404,9 @@ def check_answers(records: list[dict], checks: Checks) -> None:
 def deadline_promises(records: list[dict]) -> dict[str, tuple[float, dict]]:
     """Per session: the latest deadline the server stated, as a lower bound, and the answer.
 
-    An answer sent at ``t0`` saying ``Session-Expires-In: R`` was computed at a whole
-    second ``now >= floor(t0)``: the deadline was then ``now + R >= floor(t0) + R``, and
-    deadlines never move back.
+    An answer sent at ``t0`` saying ``Session-Expires-In: R`` (whole seconds left, rounded
+    down) was computed at ``now >= t0``: the deadline was then ``>= now + R >= floor(t0) +
+    R``, and deadlines never move back.
     """
     promises: dict[str, tuple[float, dict]] = {}
     for r in records:

@@ -23,6 +23,7 @@ const DRAFT_PREFIX = "session-expiry:draft:";
 const LEADER_LOCK = "session-expiry-leader";
 const CONFIRM_LOCK = "session-expiry-confirm";
 const RETRY_MS = 3000;
+const LATE_MS = 20;  // a timer set for a deadline fires this long after it, never before
 const MAX_TIMER_MS = 30000;
 const SKIPPED_TYPES = new Set(["password", "hidden", "file", "submit", "button", "reset", "image"]);
 const SKIPPED_AUTOCOMPLETE = /^(cc-|one-time-code|new-password|current-password)/;
@@ -144,7 +145,7 @@ export class SessionExpiry {
     this.updateRemainingText();
     const warnIn = (remaining - this.config.warnBefore) * 1000;
     const next = warnIn > 0 ? warnIn : remaining * 1000;
-    this.timer = setTimeout(() => this.check(), Math.min(next + 20, MAX_TIMER_MS));
+    this.timer = setTimeout(() => this.check(), Math.min(next + LATE_MS, MAX_TIMER_MS));
   }
 
   // -- the server --------------------------------------------------------------
@@ -163,18 +164,24 @@ export class SessionExpiry {
   async confirmEnd() {
     if (this.confirming || this.leaving || Date.now() < this.retryAt) return;
     this.confirming = true;
+    let answered = false;
     try {
-      await this.withLock(CONFIRM_LOCK, async () => this.act(await this.status()));
+      await this.withLock(CONFIRM_LOCK, async () => {
+        this.act(await this.status());
+        answered = true;
+      });
     } catch (error) {
       // The server cannot be reached: keep the warning up and ask again soon.
     } finally {
       this.confirming = false;
     }
-    if (!this.leaving && this.remaining <= 0) {
-      this.retryAt = Date.now() + RETRY_MS;
-      clearTimeout(this.timer);
-      this.timer = setTimeout(() => this.check(), RETRY_MS);
-    }
+    if (this.leaving || this.remaining > 0) return;
+    // Open when the server answered, with a moment left that has passed since: ask
+    // again right after it. No answer (offline, a 503, another tab asking): later.
+    const wait = answered ? LATE_MS : RETRY_MS;
+    this.retryAt = Date.now() + wait;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.check(), wait);
   }
 
   /** Act on a /session/status answer, and tell the other tabs. */
