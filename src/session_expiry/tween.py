@@ -122,9 +122,10 @@ class SessionExpiry:
 
         To the millisecond, because the browser counts down from it: a figure in
         whole seconds puts its deadline up to a second late, and its push with it.
-        Counts the touch this request will make on its way out, so a page shows
-        the same figure as its ``Session-Expires-In`` header; counts from the
-        moment it is asked, so a slow view does not make the browser late.
+        Counts the touch this request will make on its way out, so a page's figure
+        and its ``Session-Expires-In`` header (whole seconds, rounded down) agree;
+        counts from the moment it is asked, so a slow view does not make the
+        browser late.
         """
         if not self.active:
             return 0
