@@ -132,7 +132,7 @@ class SessionExpiry:
         record = self.record
         if self._touch_due:
             record = record.touched(self.now, self.policy.idle_timeout)
-        return max(0, math.ceil((record.deadline - self.setup.clock()) * 1000)) / 1000
+        return math.ceil(record.remaining(self.setup.clock()) * 1000) / 1000
 
     @property
     def remaining_words(self) -> str:

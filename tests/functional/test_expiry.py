@@ -1,4 +1,5 @@
 """One clock: timeouts, touches, the answers per kind of client, the figures told to the browser."""
+import json
 import re
 import threading
 import time
@@ -57,8 +58,6 @@ def test_html_page_embeds_the_figures_and_a_noscript_refresh(app, clock):
     clock.advance(30)
     page = app.get("/workspace", headers=PAGE)
     config = page.html.find("script", id="session-expiry-config")
-    import json
-
     figures = json.loads(config.string)
     assert figures["expiresIn"] == IDLE - 30 and figures["warnBefore"] == WARN
     refresh = page.html.find("noscript").find("meta")
@@ -74,8 +73,6 @@ def test_between_whole_seconds_the_json_figures_are_exact_and_the_header_rounds_
     login(app)
     clock.advance(30.25)  # the deadline, whole seconds, is 1199.75 s away
     page = app.get("/workspace", headers=PAGE)
-    import json
-
     figures = json.loads(page.html.find("script", id="session-expiry-config").string)
     assert figures["expiresIn"] == IDLE - 30.25
     assert page.headers["Session-Expires-In"] == str(IDLE - 31)

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from session_expiry.scripts.sweeper import ProgressBar, stop_signals_held, sweep_once, until_stopped
+from session_expiry.scripts.sweeper import (
+    STOP_SIGNALS,
+    ProgressBar,
+    stop_signals_held,
+    sweep_once,
+    until_stopped,
+)
 from session_expiry.settings import Policy
 from session_expiry.stores.sql import SqlStore, engine_for
 from tests.conftest import ROOT, SECRET, migrate
@@ -145,18 +151,18 @@ def test_a_stop_signal_at_any_moment_of_the_loop_ends_it():
             sender.start()
             until_stopped(0.001, lambda: None)
             sender.join()
-            assert not signal.sigpending() & {signal.SIGTERM, signal.SIGINT}
+            assert not signal.sigpending() & STOP_SIGNALS
 
 
 def test_signals_held_are_let_go_afterwards_and_a_second_stop_is_not_delivered_late():
     before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     with stop_signals_held():
-        assert {signal.SIGTERM, signal.SIGINT} <= signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        assert STOP_SIGNALS.issubset(signal.pthread_sigmask(signal.SIG_BLOCK, []))
         stop_main_thread(signal.SIGTERM)
         stop_main_thread(signal.SIGINT)  # both came: the loop takes one
         until_stopped(5, lambda: None)
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
-    assert not signal.sigpending() & {signal.SIGTERM, signal.SIGINT}
+    assert not signal.sigpending() & STOP_SIGNALS
 
 
 class Terminal(io.StringIO):

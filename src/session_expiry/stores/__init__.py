@@ -53,7 +53,8 @@ class SessionRecord:
         """When the session ends unless touched: the earlier of its two deadlines."""
         return min(self.idle_deadline, self.absolute_deadline)
 
-    def remaining(self, now: int) -> int:
+    def remaining(self, now: float) -> float:
+        """Seconds until the session ends unless touched (an int for a whole-second ``now``)."""
         return max(0, self.deadline - now)
 
     def touched(self, now: int, idle_timeout: int) -> SessionRecord:
