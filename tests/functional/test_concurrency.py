@@ -54,7 +54,7 @@ def test_two_requests_writing_different_keys_both_keep_their_change(app):
     finally:
         pause.remove()
     assert results == [200, 200]
-    values = store_of(app).load_data(session_key_of(app)).values
+    values = store_of(app).load_data(session_key_of(app)).values()
     assert values["draft_title"] == "Quarterly report"
     assert values["draft_summary"] == "Sales went up"
 

@@ -121,7 +121,7 @@ class World:
 
     def data_of(self, key: str) -> dict | None:
         data = self.store.load_data(key)
-        return None if data is None else dict(data.values)
+        return None if data is None else dict(data.values())
 
     def is_untouched(self, role: Role) -> bool:
         record = self.store.get(role.key)

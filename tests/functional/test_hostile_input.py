@@ -38,7 +38,7 @@ def test_a_file_upload_as_workspace_title_saves_nothing_harmful(app):
     response = app.post("/workspace", {"title": Upload("x.txt", b"hi"),
                                        "csrf_token": csrf_token(app)}, headers=PAGE)
     assert response.status_int == 303
-    assert store_of(app).load_data(session_key_of(app)).values["workspace_title"] == ""
+    assert store_of(app).load_data(session_key_of(app)).values()["workspace_title"] == ""
 
 
 def test_an_undecodable_url_is_a_400(app):

@@ -26,7 +26,7 @@ def draft(testapp: TestApp, field: str, value: str, **kw):
 
 def data_of(testapp: TestApp) -> dict:
     """The session's own data, without Beaker's bookkeeping."""
-    values = store_of(testapp).load_data(session_key_of(testapp)).values
+    values = store_of(testapp).load_data(session_key_of(testapp)).values()
     return {name: value for name, value in values.items() if not name.startswith("_")}
 
 

@@ -37,7 +37,7 @@ class SpyStore:
         return spy
 
 
-LOADED = SessionData({"a": 1, "_creation_time": float(T0)}, 3)
+LOADED = SessionData.of({"a": 1, "_creation_time": float(T0)}, 3)
 
 
 class UnavailableStore:
@@ -81,7 +81,7 @@ def store(kind, request, tmp_path):
 
 def values(store, key=KEY):
     data = store.load_data(key)
-    return None if data is None else data.values
+    return None if data is None else data.values()
 
 
 # -- the wire format ----------------------------------------------------------------------
@@ -268,12 +268,12 @@ def test_namespace_saves_its_changes_from_what_it_loaded(store):
 
 
 def test_namespace_hands_the_merge_base_to_the_store():
-    stub = UnavailableStore(SessionData({"a": 1}, 7))
+    stub = UnavailableStore(SessionData.of({"a": 1}, 7))
     namespace = StoreNamespace(namespace=RAW_ID, store=stub)
     namespace["session"]
     with pytest.raises(StoreUnavailable):
         namespace["session"] = {"a": 2}
-    assert stub.saves == [(KEY, {"a": 2}, SessionData({"a": 1}, 7))]
+    assert stub.saves == [(KEY, {"a": 2}, SessionData.of({"a": 1}, 7))]
 
 
 # -- a store that went down -----------------------------------------------------------------------
@@ -296,7 +296,7 @@ def test_beaker_save_to_an_unavailable_store_raises_before_the_answer_leaves():
     session["b"] = 2
     with pytest.raises(StoreUnavailable):
         session.save()  # the tween saves before the answer leaves: it answers 503
-    assert [saved for _, saved, _ in stub.saves] == [{**LOADED.values, "b": 2}]
+    assert [saved for _, saved, _ in stub.saves] == [{**LOADED.values(), "b": 2}]
 
 
 def test_namespace_read_from_an_unavailable_store_raises():

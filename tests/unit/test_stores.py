@@ -165,7 +165,7 @@ def store(make, ends):
 def values(store, key=KEY):
     """The values of an open session's data, or None."""
     data = store.load_data(key)
-    return None if data is None else data.values
+    return None if data is None else data.values()
 
 
 def sweep(store, ends: Ends, now: int) -> list[SessionEnded]:
@@ -219,7 +219,7 @@ def test_open_creates_an_open_record_with_both_deadlines(store):
 
 def test_new_session_has_empty_data_at_version_zero(store):
     store.open(KEY, "42", T0)
-    assert store.load_data(KEY) == SessionData({}, 0)
+    assert store.load_data(KEY) == SessionData.of({}, 0)
 
 
 def test_saved_data_loads_back(store):
@@ -245,7 +245,7 @@ def test_each_write_moves_the_version_on(store):
     store.save_data(KEY, {"a": 2}, base=second)
     third = store.load_data(KEY)
     assert first.version < second.version < third.version
-    assert third.values == {"a": 2}
+    assert third.values() == {"a": 2}
 
 
 def test_unknown_key_is_unknown_everywhere(store, ends):
@@ -446,7 +446,7 @@ def test_save_of_unchanged_data_to_a_session_not_open_returns_false(store, which
     else:
         key = "nope"
         loaded = EMPTY
-    assert store.save_data(key, dict(loaded.values), base=loaded) is False
+    assert store.save_data(key, dict(loaded.values()), base=loaded) is False
     assert store.load_data(key) is None
 
 
@@ -733,7 +733,7 @@ def test_concurrent_saves_and_end_never_resurrect(store, ends):
                 loaded = store.load_data(KEY)
                 if loaded is None:
                     return
-                store.save_data(KEY, {**loaded.values, name: n}, base=loaded)
+                store.save_data(KEY, {**loaded.values(), name: n}, base=loaded)
                 n += 1
         except Exception as error:  # pragma: no cover - reported below
             errors.append(error)
@@ -768,8 +768,8 @@ def two_requests(store, initial: dict) -> tuple[SessionData, SessionData]:
 def test_two_requests_changing_different_keys_both_keep_their_change(store, caplog):
     first, second = two_requests(store, {"a": 0, "b": 0, "keep": 1})
     with caplog.at_level(logging.WARNING, logger=MERGE_LOGGER):
-        assert store.save_data(KEY, {**first.values, "a": 1}, base=first) is True
-        assert store.save_data(KEY, {**second.values, "b": 2, "new": [2]}, base=second) is True
+        assert store.save_data(KEY, {**first.values(), "a": 1}, base=first) is True
+        assert store.save_data(KEY, {**second.values(), "b": 2, "new": [2]}, base=second) is True
     assert values(store) == {"a": 1, "b": 2, "keep": 1, "new": [2]}
     assert merge_warnings(caplog) == [], "no conflict, nothing to warn about"
     assert store.load_data(KEY).version > second.version
@@ -778,8 +778,8 @@ def test_two_requests_changing_different_keys_both_keep_their_change(store, capl
 def test_two_requests_changing_the_same_key_last_writer_wins_and_it_is_logged(store, caplog):
     first, second = two_requests(store, {"x": 0, "other": 1})
     with caplog.at_level(logging.WARNING, logger=MERGE_LOGGER):
-        assert store.save_data(KEY, {**first.values, "x": "first"}, base=first) is True
-        assert store.save_data(KEY, {**second.values, "x": "second"}, base=second) is True
+        assert store.save_data(KEY, {**first.values(), "x": "first"}, base=first) is True
+        assert store.save_data(KEY, {**second.values(), "x": "second"}, base=second) is True
     assert values(store) == {"x": "second", "other": 1}
     warnings = merge_warnings(caplog)
     assert len(warnings) == 1 and "'x'" in warnings[0], warnings
@@ -810,8 +810,35 @@ def test_a_request_that_changed_nothing_never_overwrites_another_ones_change(sto
     store.save_data(KEY, {"a": 1}, base=first)
     written = store.load_data(KEY)
     with caplog.at_level(logging.WARNING, logger=MERGE_LOGGER):
-        assert store.save_data(KEY, dict(second.values), base=second) is True
+        assert store.save_data(KEY, dict(second.values()), base=second) is True
     assert store.load_data(KEY) == written
+    assert merge_warnings(caplog) == []
+
+
+def test_loaded_values_are_the_requests_own_so_a_change_in_place_is_saved(store):
+    """Pyramid's way to change a mutable value: change it in place, then ``changed()``.
+    The base a save is measured from is the text as read, not the objects the request
+    got: when it was those, the change looked like no change and was never written."""
+    store.open(KEY, "42", T0)
+    store.save_data(KEY, {"cart": [1], "prefs": {"theme": "dark"}})
+    loaded = store.load_data(KEY)
+    mine = loaded.values()
+    assert mine is not loaded.values() and mine["cart"] is not loaded.values()["cart"]
+    mine["cart"].append(2)
+    mine["prefs"]["theme"] = "light"
+    assert store.save_data(KEY, mine, base=loaded) is True
+    assert values(store) == {"cart": [1, 2], "prefs": {"theme": "light"}}
+    assert store.load_data(KEY).version == loaded.version + 1
+
+
+def test_a_change_in_place_is_merged_with_another_requests_change(store, caplog):
+    first, second = two_requests(store, {"cart": [1], "b": 0})
+    assert store.save_data(KEY, {**second.values(), "b": 2}, base=second) is True
+    mine = first.values()
+    mine["cart"].append(2)
+    with caplog.at_level(logging.WARNING, logger=MERGE_LOGGER):
+        assert store.save_data(KEY, mine, base=first) is True
+    assert values(store) == {"cart": [1, 2], "b": 2}
     assert merge_warnings(caplog) == []
 
 
@@ -1308,10 +1335,10 @@ def test_a_request_that_reads_its_session_makes_one_read(store, reads):
     before = reads()
 
     assert store.get(KEY).is_open
-    assert store.load_data(KEY) == SessionData({"cart": [1, 2]}, 1)
+    assert store.load_data(KEY) == SessionData.of({"cart": [1, 2]}, 1)
 
     assert reads() - before == 1
-    assert store.load_data(KEY) == SessionData({"cart": [1, 2]}, 1), "then from the database"
+    assert store.load_data(KEY) == SessionData.of({"cart": [1, 2]}, 1), "then from the database"
     assert reads() - before == 2
 
 
@@ -1326,7 +1353,7 @@ def test_a_write_after_the_read_sends_load_data_to_the_database(store, clock):
     store.open(KEY2, "43", T0)
     store.get(KEY2)
     store.save_data(KEY2, {"theme": "dark"}, base=None)
-    assert store.load_data(KEY2) == SessionData({"theme": "dark"}, 1), "what is there now"
+    assert store.load_data(KEY2) == SessionData.of({"theme": "dark"}, 1), "what is there now"
 
 
 @pytest.mark.parametrize("kind", SQL_KINDS)
@@ -1337,7 +1364,7 @@ def test_the_read_serves_only_its_key_and_its_thread(store):
     store.save_data(KEY2, {"who": "two"})
 
     store.get(KEY)
-    assert store.load_data(KEY2).values == {"who": "two"}, "another key: read on its own"
+    assert store.load_data(KEY2).values() == {"who": "two"}, "another key: read on its own"
 
     store.get(KEY)
     elsewhere = []
@@ -1345,11 +1372,11 @@ def test_the_read_serves_only_its_key_and_its_thread(store):
         (store.load_data(KEY), store.save_data(KEY, {"who": "changed"}, base=None))))
     thread.start()
     thread.join()
-    assert elsewhere[0][0].values == {"who": "one"}
+    assert elsewhere[0][0].values() == {"who": "one"}
     # This thread's read is older than the other thread's write; the data it hands out is
     # that of the read (the request's snapshot), and a save still merges by version.
-    assert store.load_data(KEY) == SessionData({"who": "one"}, 1)
-    assert store.load_data(KEY) == SessionData({"who": "changed"}, 2)
+    assert store.load_data(KEY) == SessionData.of({"who": "one"}, 1)
+    assert store.load_data(KEY) == SessionData.of({"who": "changed"}, 2)
 
 
 @pytest.mark.parametrize("kind", SQL_KINDS)

@@ -8,6 +8,7 @@ exactly once and the store reports it exactly once through ``on_end``.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from collections import Counter
@@ -70,15 +71,33 @@ class StoreUnavailable(Exception):
     """The store cannot be reached (its database is down): nothing can be judged."""
 
 
+def encode(values: dict) -> str:
+    """Session data as the stores keep it: compact JSON text."""
+    return json.dumps(values, separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class SessionData:
-    """A session's data as loaded: the values and the version they were read at."""
+    """A session's data as loaded: its JSON text and the version it was read at.
 
-    values: dict
+    Kept as text, decoded afresh by :meth:`values`: the objects a request gets
+    are its own, so changing one in place (a list in the session, then
+    ``session.changed()``) cannot change the base its changes are measured from.
+    """
+
+    text: str
     version: int = 0
 
+    @classmethod
+    def of(cls, values: dict, version: int = 0) -> SessionData:
+        return cls(encode(values), version)
 
-EMPTY = SessionData({}, 0)
+    def values(self) -> dict:
+        """The values, decoded from the text: objects nobody else holds."""
+        return json.loads(self.text)
+
+
+EMPTY = SessionData("{}", 0)
 
 OnEnd = Callable[[SessionEnded], None]
 

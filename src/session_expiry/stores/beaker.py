@@ -89,7 +89,7 @@ class StoreNamespace(NamespaceManager):
         if data is None:
             raise KeyError(name)
         self.loaded = data
-        return to_beaker(data.values)
+        return to_beaker(data.values())
 
     def __contains__(self, name):
         return name == _BEAKER_KEY and self.judged and self.store.load_data(self.key) is not None

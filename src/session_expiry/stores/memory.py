@@ -31,7 +31,17 @@ from ..reports.figures import (
     summarize,
 )
 from ..settings import Policy
-from . import EMPTY, OnEnd, SessionData, SessionRecord, SweepResult, SweepThread, merge, report
+from . import (
+    EMPTY,
+    OnEnd,
+    SessionData,
+    SessionRecord,
+    SweepResult,
+    SweepThread,
+    encode,
+    merge,
+    report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +98,19 @@ class MemoryStore:
             entry = self._entries.get(key)
             if entry is None or entry.data is None:
                 return None
-            return SessionData(json.loads(entry.data), entry.version)
+            return SessionData(entry.data, entry.version)
 
     def save_data(self, key, values, base=EMPTY):
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or not entry.record.is_open:
                 return False
-            if base is None:  # replace, whatever is there
-                base = SessionData(json.loads(entry.data), entry.version)
-            elif values == base.values:
-                return True
-            elif entry.version != base.version:
-                values = merge(base.values, values, json.loads(entry.data), key)
-            entry.data = json.dumps(values, separators=(",", ":"))
+            if base is not None:  # None: replace, whatever is there
+                if values == base.values():
+                    return True
+                if entry.version != base.version:
+                    values = merge(base.values(), values, json.loads(entry.data), key)
+            entry.data = encode(values)
             entry.version += 1
             return True
 

@@ -64,6 +64,7 @@ from . import (
     StoreUnavailable,
     SweepResult,
     SweepThread,
+    encode,
     merge,
     report,
 )
@@ -334,10 +335,11 @@ def engine_for(url: str) -> sa.Engine:
 
     SQLite: write-ahead logging (readers never wait for the writer), and write
     transactions begin IMMEDIATE, so two writers queue instead of failing to
-    upgrade a read lock; reads begin DEFERRED.
+    upgrade a read lock; reads begin DEFERRED. Either way the data is written as the
+    memory store keeps it: compact JSON (:func:`encode`).
     """
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, json_serializer=encode)
 
         @sa.event.listens_for(engine, "connect")
         def _configure(dbapi_connection, _record):
@@ -352,7 +354,7 @@ def engine_for(url: str) -> sa.Engine:
         return engine
     # No ping on every checkout (a round trip per request): a read that meets a
     # connection the server dropped is run once more on a new one (``SqlStore._read``).
-    return sa.create_engine(url)
+    return sa.create_engine(url, json_serializer=encode)
 
 
 class DriverRead:
@@ -459,7 +461,7 @@ class SqlStore:
             if row is None or row[_ENDED_AT] is not None:
                 return None
         data = row[_DATA]
-        return SessionData(json.loads(data) if data is not None else {}, row[_VERSION])
+        return SessionData(data if data is not None else EMPTY.text, row[_VERSION])
 
     def save_data(self, key, values, base=EMPTY):
         if base is None:  # replace, whatever is there
@@ -467,7 +469,7 @@ class SqlStore:
                 return bool(conn.execute(sessions.update().where(sessions.c.key == key)
                                          .values(data=values, version=sessions.c.version + 1))
                             .rowcount)
-        if values == base.values:
+        if values == base.values():
             return self.load_data(key) is not None  # nothing to write; is it still open?
         json.dumps(values)  # refuse what JSON cannot hold before the database sees it
         for _ in range(MAX_WRITE_ATTEMPTS):
@@ -481,7 +483,7 @@ class SqlStore:
             current = self.load_data(key)
             if current is None:
                 return False  # ended meanwhile: never resurrect
-            values = merge(base.values, values, current.values, key)
+            values = merge(base.values(), values, current.values(), key)
             base = current
         log.error("session %s: data not saved after %d conflicting writes",
                   key[:12], MAX_WRITE_ATTEMPTS)
