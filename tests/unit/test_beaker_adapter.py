@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -338,8 +339,16 @@ def test_beaker_session_saves_and_loads_through_the_store(store):
     assert not again.is_new
 
 
+def judged(configured: dict, store) -> JudgedSession:
+    """The judged session as ``session_factory`` builds it: read, then equipped."""
+    data = store.load_data(KEY)
+    session = JudgedSession.read(configured, data, time.time())
+    session.equip(configured, {"cookie": None}, RAW_ID, None, data)
+    return session
+
+
 def test_a_judged_session_built_from_the_configuration_is_the_one_beaker_builds(store):
-    """``JudgedSession.loaded`` copies what Beaker's ``__init__`` derives from the options:
+    """``JudgedSession.equip`` copies what Beaker's ``__init__`` derives from the options:
     the session it builds has every attribute, item and value Beaker's own has (a Beaker
     that sets one more attribute fails here, not in a request)."""
     store.open(KEY, "42", T0)
@@ -350,7 +359,7 @@ def test_a_judged_session_built_from_the_configuration_is_the_one_beaker_builds(
                "key": "session", "secret": "s" * 40, "httponly": True, "secure": True,
                "samesite": "Lax"}
     configured = vars(JudgedSession({}, **options))
-    ours = JudgedSession.loaded(configured, {"cookie": None}, RAW_ID, expiry=None)
+    ours = judged(configured, store)
     beakers = JudgedSession({"cookie": None}, id=RAW_ID, **options, expiry=None)
 
     assert dict(ours) == {**dict(beakers), "_accessed_time": ours["_accessed_time"]}
@@ -379,7 +388,7 @@ def test_a_judged_session_ended_before_it_is_loaded_loads_empty_as_beakers_own(s
                "key": "session", "secret": "s" * 40}
     configured = vars(JudgedSession({}, **options))
 
-    ours = JudgedSession.loaded(configured, {"cookie": None}, RAW_ID, expiry=None)
+    ours = judged(configured, store)
     beakers = JudgedSession({"cookie": None}, id=RAW_ID, **options, expiry=None)
 
     assert ours.is_new and beakers.is_new

@@ -8,7 +8,9 @@ so two apps in one process never share a store by accident.
 The session factory (:func:`session_factory`) hands Beaker the session the
 tween judged, by id, and nothing else: Beaker never parses the Cookie header,
 and the backend refuses any other session's key. Invalidating or deleting the
-session ends it, as ``forget()`` does.
+session ends it, as ``forget()`` does. A view that only reads gets the data
+as read, in Beaker's own session class; what Beaker derives from the factory's
+options (namespace, cookie, settings) is added when something writes.
 
 Beaker hands the backend the session's dict as it is and gets a dict back
 (:class:`JudgedSession` skips Beaker's serializer, zlib and base64): the store
@@ -26,7 +28,7 @@ from beaker.session import Session, SignedCookie
 from beaker.synchronization import null_synchronizer
 from pyramid_beaker import BeakerSessionFactoryConfig
 
-from . import EMPTY, session_key
+from . import EMPTY, SessionData, session_key
 
 log = logging.getLogger(__name__)
 
@@ -142,33 +144,40 @@ class JudgedSession(Session):
             self._update_cookie_out(set_cookie=not set_new)
 
     @classmethod
-    def loaded(cls, configured: dict, request: dict, id: str, expiry) -> JudgedSession:
-        """The session ``id`` the tween judged, loaded: what Beaker's ``__init__`` and ``load``
-        make of it, less what depends on the factory's options alone (derived once, in
-        ``configured``) and what our namespace makes needless: a lock (the store locks)
-        and Beaker's timeout (the record is the clock; the settings refuse it)."""
+    def read(cls, configured: dict, data: SessionData | None, now: float) -> JudgedSession:
+        """The judged session as Beaker's own loads it, from ``data`` (None: it ended since
+        it was judged, and is a new, empty one, as Beaker's own ``load`` makes it).
+
+        Holds the data and what Beaker derives from it, not yet what it derives from the
+        options: :meth:`equip` adds that when something needs it (a write, Beaker's
+        attributes), which a request that only reads never does.
+        """
         session = cls.__new__(cls)
+        if data is None:
+            values = {"_creation_time": now}
+            session.is_new, session.last_accessed = True, None
+        else:
+            values = to_beaker(data.values())
+            session.is_new, session.last_accessed = False, values["_accessed_time"]
+        values["_accessed_time"] = now
+        session.update(configured["_config"])  # what Beaker's ``clear`` leaves
+        session.update(values)
+        session.accessed_dict = values.copy()
+        return session
+
+    def equip(self, configured: dict, request: dict, id: str, expiry,
+              data: SessionData | None) -> None:
+        """Add what Beaker's ``__init__`` derives from the factory's options (derived once, in
+        ``configured``), less what our namespace makes needless: a lock (the store locks)
+        and Beaker's timeout (the record is the clock; the settings refuse it)."""
         namespace_args = {**configured["namespace_args"], "expiry": expiry}
         namespace = configured["namespace_class"](id, **namespace_args)
-        vars(session).update(configured, request=request, id=id,
-                             namespace=namespace, namespace_args=namespace_args,
-                             cookie=SignedCookie(configured["secret"]),
-                             was_invalidated=False, is_new=False)
+        namespace.loaded = data or EMPTY  # the base this request's changes are merged from
+        state = vars(self)
+        state.update({**configured, **state}, request=request, id=id, namespace=namespace,
+                     namespace_args=namespace_args, cookie=SignedCookie(configured["secret"]),
+                     was_invalidated=False)
         request["set_cookie"] = True
-        session.update(session._config)  # what Beaker's ``clear`` leaves
-        now = time.time()
-        try:
-            data = namespace[_BEAKER_KEY]
-        except KeyError:  # ended since it was judged: a new, empty session, as Beaker's
-            data = {"_creation_time": now}
-            session.is_new = True
-            session.last_accessed = None
-        else:
-            session.last_accessed = data["_accessed_time"]
-        data["_accessed_time"] = now
-        session.update(data)
-        session.accessed_dict = data.copy()
-        return session
 
     def renew(self):
         """A fresh id and no data. Beaker's ``invalidate`` would load the new id's
@@ -195,24 +204,66 @@ def session_factory(**options):
     class ExpirySession(base):
         def __init__(self, request):
             # Beaker's ``SessionObject.__init__`` without its per-request copy of the options:
-            # what differs per request is the judged session, and ``_session`` reads it here.
+            # what differs per request is the judged session, and ``_read`` reads it here.
             expiry = session_expiry(request)
             self.__dict__.update(_params=params, _environ=None, _sess=None, _headers={},
-                                 _expiry=expiry)
+                                 _expiry=expiry, _equipped=False, _loaded=None)
 
-        def _session(self):
+        def _read(self) -> JudgedSession:
+            """The session, to read from: the judged session's data, read once."""
             state = self.__dict__
             session = state["_sess"]
             if session is None:
                 expiry = state["_expiry"]
+                if not expiry.active:  # no session yet: a new one, to sign in
+                    return self._session()
+                state["_loaded"] = data = expiry.store.load_data(expiry.session_key)
+                state["_sess"] = session = JudgedSession.read(configured, data, time.time())
+            return session
+
+        def _session(self) -> JudgedSession:
+            """The session with all of Beaker's attributes: to write, to save, to renew."""
+            state = self.__dict__
+            if not state["_equipped"]:
+                expiry = state["_expiry"]
                 state["_headers"] = headers = {"cookie_out": None, "cookie": None}
                 if expiry.active:
-                    session = JudgedSession.loaded(configured, headers, expiry.session_id,
-                                                  expiry)
+                    self._read().equip(configured, headers, expiry.session_id, expiry,
+                                       state["_loaded"])
                 else:  # a new session (sign-in); never one named by the Cookie header
-                    session = JudgedSession(headers, expiry=expiry, **params)
-                state["_sess"] = session
-            return session
+                    state["_sess"] = JudgedSession(headers, expiry=expiry, **params)
+                state["_equipped"] = True
+            return state["_sess"]
+
+        # What a view reads is served by ``_read``: a request that only reads never
+        # builds Beaker's namespace, cookie and options (SessionObject's own ``_session``).
+        def get(self, key, default=None):
+            return self._read().get(key, default)
+
+        def __getitem__(self, key):
+            return self._read()[key]
+
+        def __contains__(self, key):
+            return key in self._read()
+
+        def has_key(self, key):
+            return key in self._read()
+
+        def __iter__(self):
+            return iter(self._read().keys())
+
+        def keys(self):
+            return self._read().keys()
+
+        def values(self):
+            return self._read().values()
+
+        def items(self):
+            return self._read().items()
+
+        @property
+        def new(self) -> bool:
+            return self._read().last_accessed is None
 
         def invalidate(self):
             """End the session, as ``forget()`` does (an old cookie replayed later loads
