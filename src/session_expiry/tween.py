@@ -112,6 +112,13 @@ class SessionExpiry:
         return self.verdict.reason
 
     @property
+    def holds_session(self) -> bool:
+        """The request's session is the one it was judged on: active, or ended (its data
+        is gone, and the store takes no write for an ended session). Otherwise it has
+        none of its own (a stranger, or a cookie refused): only a new one, to sign in."""
+        return self.active or (self.record is not None and not self.record.is_open)
+
+    @property
     def userid(self) -> str | None:
         return self.record.user_id if self.active else None
 
@@ -258,7 +265,8 @@ class SessionExpiry:
             log.error("session store unavailable, session data not saved: %s", error)
             return unavailable(self.request)
         cookie = session.__dict__["_headers"].get("cookie_out")
-        if cookie and session.__dict__["_headers"].get("set_cookie"):
+        # A stranger's write makes Beaker a new session the store never holds: no cookie.
+        if cookie and session.__dict__["_headers"].get("set_cookie") and self.holds_session:
             response.headerlist.append(("Set-Cookie", cookie.strip()))
         return response
 

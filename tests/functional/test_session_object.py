@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from pyramid.config import Configurator
 from pyramid.response import Response
-from pyramid.security import NO_PERMISSION_REQUIRED, remember
+from pyramid.security import NO_PERMISSION_REQUIRED, forget, remember
 from webtest import TestApp
 
 from session_expiry.stores import session_key
@@ -96,9 +96,34 @@ def ended_before_read(request):
     return Response(json_body={"greeting": greeting, "new": request.session.new})
 
 
+def read_invalidate_write(request):
+    """Signs out in the middle: what is written after belongs to no session."""
+    if request.params.get("read_first"):
+        request.session.get("greeting")
+    request.session.invalidate()
+    request.session["planted"] = True
+    return Response(json_body={"greeting": request.session.get("greeting")})
+
+
+def forget_then_flash(request):
+    """Pyramid's ``forget``, then a flash for the next page: the session it would go into
+    has ended, so it goes nowhere, and no cookie names a session nobody holds."""
+    forget(request)
+    request.session.flash("You are signed out.")
+    return Response(json_body={"flash": request.session.peek_flash()})
+
+
+def public_read_write(request):
+    """A page anybody may see, reading and writing the session."""
+    greeting = request.session.get("greeting")
+    request.session["planted"] = True
+    return Response(json_body={"greeting": greeting})
+
+
+PUBLIC = ("sign_in", "public_read_write")
 VIEWS = {view.__name__: view for view in (
-    sign_in, add_in_place, read_then_add, read_only, read_equipped, flash, pop_flash,
-    written_meanwhile, ended_before_read)}
+    sign_in, public_read_write, add_in_place, read_then_add, read_only, read_equipped, flash,
+    pop_flash, written_meanwhile, ended_before_read, read_invalidate_write, forget_then_flash)}
 
 
 @pytest.fixture
@@ -109,7 +134,7 @@ def host(base_settings):
         for name, view in VIEWS.items():
             config.add_route(name, f"/{name}")
             config.add_view(view, route_name=name, permission=(
-                NO_PERMISSION_REQUIRED if name == "sign_in" else "view"))
+                NO_PERMISSION_REQUIRED if name in PUBLIC else "view"))
     wsgi = config.make_wsgi_app()
     browser = TestApp(wsgi)
     browser.get("/sign_in")
@@ -181,3 +206,53 @@ def test_a_session_ended_before_its_first_read_reads_empty_and_takes_no_write(ho
     assert host.get("/ended_before_read").json == {"greeting": None, "new": True}
     assert store_of(host).load_data(key) is None
     assert store_of(host).get(key).end_reason == "logged_out"
+
+
+def session_cookies_set(answer) -> list[str]:
+    return [value for name, value in answer.headerlist
+            if name.lower() == "set-cookie" and value.startswith("session=")]
+
+
+@pytest.mark.parametrize("read_first", ["", "1"])
+def test_a_write_after_invalidate_goes_nowhere_and_sets_no_session_cookie(host, read_first):
+    """Before, a write after ``invalidate()`` went into a new session with a new id,
+    which the store refused to hold, and its cookie went out all the same."""
+    key = session_key_of(host)
+    answer = host.get("/read_invalidate_write", {"read_first": read_first})
+    assert answer.json == {"greeting": None}
+    assert session_cookies_set(answer) == []
+    assert store_of(host).get(key).end_reason == "logged_out"
+    assert store_of(host).load_data(key) is None
+    assert store_of(host).user_sessions("alice", 0) == []
+
+
+def test_a_flash_after_forget_goes_nowhere_and_sets_no_session_cookie(host, caplog):
+    key = session_key_of(host)
+    answer = host.get("/forget_then_flash")
+    assert answer.json == {"flash": ["You are signed out."]}  # this request still sees it
+    assert session_cookies_set(answer) == []
+    assert store_of(host).load_data(key) is None
+    assert "refused session" not in caplog.text
+
+
+def test_a_cookie_judged_on_another_ticket_reads_nothing_and_writes_nowhere(host):
+    """Not held (the ticket names another session): the cookie's session is never read
+    or written, though it is open."""
+    victim_key = session_key_of(host)
+    intruder = TestApp(host.app)
+    intruder.get("/sign_in")
+    intruder.set_cookie("session", host.cookies["session"])
+    answer = intruder.get("/public_read_write")
+    assert answer.json == {"greeting": None}
+    assert stored(host)["greeting"] == "hello" and "planted" not in stored(host)
+    assert store_of(host).get(victim_key).is_open
+
+
+def test_a_strangers_write_keeps_nothing_and_sets_no_session_cookie(host):
+    """No session for strangers: before, the write went nowhere but a session cookie
+    naming a session nobody holds went out."""
+    stranger = TestApp(host.app)
+    answer = stranger.get("/public_read_write")
+    assert answer.json == {"greeting": None}
+    assert session_cookies_set(answer) == []
+    assert "session" not in stranger.cookies

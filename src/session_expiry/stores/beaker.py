@@ -215,9 +215,10 @@ def session_factory(**options):
             session = state["_sess"]
             if session is None:
                 expiry = state["_expiry"]
-                if not expiry.active:  # no session yet: a new one, to sign in
+                if not expiry.holds_session:
                     return self._session()
-                state["_loaded"] = data = expiry.store.load_data(expiry.session_key)
+                data = expiry.store.load_data(expiry.session_key) if expiry.active else None
+                state["_loaded"] = data
                 state["_sess"] = session = JudgedSession.read(configured, data, time.time())
             return session
 
@@ -227,7 +228,7 @@ def session_factory(**options):
             if not state["_equipped"]:
                 expiry = state["_expiry"]
                 state["_headers"] = headers = {"cookie_out": None, "cookie": None}
-                if expiry.active:
+                if state["_sess"] is not None or expiry.holds_session:
                     self._read().equip(configured, headers, expiry.session_id, expiry,
                                        state["_loaded"])
                 else:  # a new session (sign-in); never one named by the Cookie header
