@@ -815,6 +815,29 @@ def test_a_request_that_changed_nothing_never_overwrites_another_ones_change(sto
     assert merge_warnings(caplog) == []
 
 
+@pytest.mark.parametrize("values", [
+    {},
+    {"greeting": "hello", "n": 1, "x": 1.5, "yes": True, "none": None},  # flat: kept decoded
+    {"cart": [1, 2], "prefs": {"theme": "dark"}, "flat": "too"},  # nested: decoded each time
+    {"long": "x" * 2000},  # longer than what is kept decoded
+])
+def test_session_data_values_are_fresh_for_every_caller(values):
+    data = SessionData.of(values, 1)
+    first, second = data.values(), data.values()
+    assert first == second == values
+    assert first is not second
+    for name, value in first.items():
+        if isinstance(value, (list, dict)):
+            assert value is not second[name], name  # a nested value is not shared either
+    first["added"] = True
+    first.pop("greeting", None)
+    if "cart" in first:
+        first["cart"].append(3)
+        first["prefs"]["theme"] = "light"
+    assert data.values() == values, "what one caller changes, no other sees"
+    assert SessionData.of(values, 1).values() == values
+
+
 def test_loaded_values_are_the_requests_own_so_a_change_in_place_is_saved(store):
     """Pyramid's way to change a mutable value: change it in place, then ``changed()``.
     The base a save is measured from is the text as read, not the objects the request

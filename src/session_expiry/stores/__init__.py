@@ -14,6 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Protocol
 
 from ..events import SessionEnded
@@ -76,6 +77,23 @@ def encode(values: dict) -> str:
     return json.dumps(values, separators=(",", ":"))
 
 
+#: Values a request cannot change in place: a copy of a dict of them is as good as a decode.
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
+#: Data texts up to this length keep their decoding (below): most sessions' data.
+_KEPT_TEXT = 1024
+
+
+@lru_cache(maxsize=4096)
+def _flat_values(text: str) -> dict | None:
+    """``text`` decoded, if none of its values can be changed in place; else None.
+
+    Decoded once per distinct text, not per request: a session whose data did not
+    change since the last request costs a lookup and a copy. Never handed out itself.
+    """
+    values = json.loads(text)
+    return values if all(type(value) in _IMMUTABLE for value in values.values()) else None
+
+
 @dataclass(frozen=True)
 class SessionData:
     """A session's data as loaded: its JSON text and the version it was read at.
@@ -94,6 +112,10 @@ class SessionData:
 
     def values(self) -> dict:
         """The values, decoded from the text: objects nobody else holds."""
+        if len(self.text) <= _KEPT_TEXT:
+            flat = _flat_values(self.text)
+            if flat is not None:
+                return dict(flat)
         return json.loads(self.text)
 
 
