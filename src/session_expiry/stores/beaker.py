@@ -18,7 +18,6 @@ keeps the data as JSON itself, and a read-only request decodes nothing twice.
 """
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
@@ -28,7 +27,7 @@ from beaker.session import Session, SignedCookie
 from beaker.synchronization import null_synchronizer
 from pyramid_beaker import BeakerSessionFactoryConfig
 
-from . import EMPTY, SessionData, session_key
+from . import EMPTY, SessionData, encode, session_key
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ def data_size(session) -> int:
     """Bytes the session's data takes at rest (JSON, as the stores keep it)."""
     data = {name: value for name, value in session.items()
             if name not in (*_NOT_STORED, "_creation_time")}
-    return len(json.dumps(data, separators=(",", ":")).encode("utf-8"))
+    return len(encode(data).encode("utf-8"))
 
 
 def to_beaker(data: dict) -> dict:

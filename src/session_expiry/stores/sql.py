@@ -25,7 +25,6 @@ is refreshed only when the sweeper finds the session still alive.
 """
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -471,7 +470,7 @@ class SqlStore:
                             .rowcount)
         if values == base.values():
             return self.load_data(key) is not None  # nothing to write; is it still open?
-        json.dumps(values)  # refuse what JSON cannot hold before the database sees it
+        encode(values)  # refuse what JSON cannot hold before the database sees it
         for _ in range(MAX_WRITE_ATTEMPTS):
             with self._begin() as conn:
                 written = conn.execute(
