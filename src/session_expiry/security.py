@@ -12,6 +12,11 @@ from .tween import session_expiry
 #: The permission of the session report, revoke and /metrics.
 ADMIN = "admin"
 
+# The answers ``permits`` gives, made once (they are immutable strings).
+SIGNED_IN = Allowed("signed in")
+NO_SESSION = Denied("no active session")
+NOT_ADMIN = Denied("the admin permission needs a security policy that grants it")
+
 
 class SessionSecurityPolicy:
     """Any signed-in user has every permission but ``admin``; subclass ``permits`` to
@@ -24,11 +29,11 @@ class SessionSecurityPolicy:
         return session_expiry(request).userid
 
     def permits(self, request, context, permission):
-        if self.identity(request) is None:
-            return Denied("no active session")
+        if not session_expiry(request).active:
+            return NO_SESSION
         if permission == ADMIN:
-            return Denied("the admin permission needs a security policy that grants it")
-        return Allowed("signed in")
+            return NOT_ADMIN
+        return SIGNED_IN
 
     def remember(self, request, userid, **kw):
         session_expiry(request).login(userid)

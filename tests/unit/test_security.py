@@ -9,7 +9,8 @@ from session_expiry.security import ADMIN, SessionSecurityPolicy
 
 
 def request_of(userid, user=None):
-    return SimpleNamespace(session_expiry=SimpleNamespace(userid=userid), user=user)
+    expiry = SimpleNamespace(userid=userid, active=userid is not None)
+    return SimpleNamespace(session_expiry=expiry, user=user)
 
 
 def test_a_signed_in_user_has_ordinary_permissions():

@@ -5,6 +5,7 @@ from pyramid.config import Configurator
 from pyramid.security import Allowed, Denied
 
 from ..security import ADMIN, SessionSecurityPolicy
+from ..tween import session_expiry
 from .directory import AppUserDirectory
 
 
@@ -12,12 +13,10 @@ class AppSecurityPolicy(SessionSecurityPolicy):
     """Signed-in users may ``view``; only administrators may ``admin``."""
 
     def permits(self, request, context, permission):
-        if self.identity(request) is None:
-            return Denied("no active session")
-        if permission == ADMIN:
+        if permission == ADMIN and session_expiry(request).active:
             user = request.user
             return Allowed("admin") if user and user.is_admin else Denied("not an admin")
-        return Allowed("signed in")
+        return super().permits(request, context, permission)
 
 
 def current_user(request):
