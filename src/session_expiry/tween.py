@@ -271,7 +271,7 @@ class SessionExpiry:
         return response
 
     def apply(self, response) -> None:
-        """Touch if due, reissue the ticket with it, and tell the client the figures."""
+        """Touch if due, reissue the ticket with it, and tell the client the seconds left."""
         if self._touch_due:
             try:
                 self._touch(self.policy.touch_interval)
@@ -287,11 +287,12 @@ class SessionExpiry:
                                     domain=self.policy.cookie_domain,
                                     secure=self.policy.cookie_secure,
                                     samesite=self.policy.cookie_samesite)
-            # Appended, not set through ``response.headers``: only this tween writes these
-            # two, and WebOb's setter scans and rebuilds the whole list for each.
+            # Appended, not set through ``response.headers``: only this tween writes it, and
+            # WebOb's setter scans and rebuilds the whole list. Whole seconds, rounded down
+            # (the touch is made above): never a second too many.
             headers = response.headerlist
-            headers.append(("Session-Expires-In", str(int(self.remaining))))  # whole, rounded down
-            headers.append(("Session-Warn-Before", str(self.policy.warn_before)))
+            headers.append(("Session-Expires-In",
+                            str(int(self.record.remaining(self.setup.clock())))))
             for name, _ in headers:
                 if name.lower() == "cache-control":
                     break
