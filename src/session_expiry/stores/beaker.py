@@ -156,12 +156,13 @@ class JudgedSession(Session):
             values = {"_creation_time": now}
             session.is_new, session.last_accessed = True, None
         else:
-            values = to_beaker(data.values())
-            session.is_new, session.last_accessed = False, values["_accessed_time"]
+            values = data.values()  # decoded for this request: nothing else holds it
+            # ``to_beaker``'s accessed time, as Beaker's ``load`` takes it from the data.
+            session.is_new, session.last_accessed = False, values.get("_creation_time", 0)
         values["_accessed_time"] = now
         session.update(configured["_config"])  # what Beaker's ``clear`` leaves
         session.update(values)
-        session.accessed_dict = values.copy()
+        session.accessed_dict = values  # Beaker's copy of the data as loaded
         return session
 
     def equip(self, configured: dict, request: dict, id: str, expiry,
