@@ -94,7 +94,7 @@ def _flat_values(text: str) -> dict | None:
     return values if all(type(value) in _IMMUTABLE for value in values.values()) else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SessionData:
     """A session's data as loaded: its JSON text and the version it was read at.
 

@@ -8,7 +8,6 @@ requests share mutable objects and nothing unserialisable slips in.
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import threading
 import time
@@ -38,7 +37,6 @@ from . import (
     SessionRecord,
     SweepResult,
     SweepThread,
-    encode,
     merge,
     report,
 )
@@ -52,8 +50,9 @@ RECENT_ENDS = 10_000
 @dataclass(slots=True)
 class _Entry:
     record: SessionRecord
-    data: str | None  # JSON text while open; None once ended
-    version: int = 0
+    #: While open, the data as a request loads it (replaced whole by each write, so a
+    #: read needs no lock and makes nothing); None once ended.
+    data: SessionData | None
 
 
 class MemoryStore:
@@ -84,7 +83,7 @@ class MemoryStore:
         with self._lock:
             if key in self._entries:
                 raise ValueError(f"session {key[:12]} exists already")
-            self._entries[key] = _Entry(record, "{}")
+            self._entries[key] = _Entry(record, EMPTY)
             self._by_user[record.user_id].add(key)
             heapq.heappush(self._deadlines, (record.deadline, key))
         return record
@@ -94,11 +93,8 @@ class MemoryStore:
         return entry.record if entry else None
 
     def load_data(self, key):
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or entry.data is None:
-                return None
-            return SessionData(entry.data, entry.version)
+        entry = self._entries.get(key)
+        return None if entry is None else entry.data
 
     def save_data(self, key, values, base=EMPTY):
         with self._lock:
@@ -108,10 +104,9 @@ class MemoryStore:
             if base is not None:  # None: replace, whatever is there
                 if values == base.values():
                     return True
-                if entry.version != base.version:
-                    values = merge(base.values(), values, json.loads(entry.data), key)
-            entry.data = encode(values)
-            entry.version += 1
+                if entry.data.version != base.version:
+                    values = merge(base.values(), values, entry.data.values(), key)
+            entry.data = SessionData.of(values, entry.data.version + 1)
             return True
 
     def touch(self, key, now, interval=0):
