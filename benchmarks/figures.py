@@ -7,7 +7,7 @@ speed there), the full run the sizes the performance issue names.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -27,9 +27,16 @@ def median(values: Iterable[float]) -> float:
     return statistics.median(list(values))
 
 
-def ratio_note(value: float, base: float, base_name: str, target: float | None = None):
+def paired_ratio(values: Sequence[float], bases: Sequence[float]) -> float:
+    """The median of the rounds' ratios: the two variants of a round are timed close
+    together, so load from the machine's other tenants that comes and goes between
+    rounds touches both alike."""
+    return median(value / base if base else float("inf")
+                  for value, base in zip(values, bases, strict=True))
+
+
+def ratio_note(ratio: float, base_name: str, target: float | None = None):
     """``"1.62x classic memory (target >= 1.5x)"`` and whether the target is met."""
-    ratio = value / base if base else float("inf")
     note = f"{ratio:.2f}x {base_name}"
     if target is None:
         return note, None

@@ -1,6 +1,6 @@
 """Requests per second of one signed-in browser's page, session-expiry beside its peers.
 
-    .venv/bin/python -m benchmarks.http_peers [--seconds 10 --rounds 3]
+    .venv/bin/python -m benchmarks.http_peers [--seconds 10 --rounds 5]
     .venv/bin/python -m benchmarks.http_peers --smoke
 
 Each variant of ``benchmarks.http_apps`` runs in its own waitress process (4
@@ -12,9 +12,12 @@ their threads free on every core, the placement of this benchmark until
 2026-11-23, for comparison. One browser signs in to each and its cookies are
 reused by ``wrk`` (Debian's, 1 thread, 8 connections) on ``GET /page``, the trivial
 authenticated page that reads one session value. The variants take turns
-(round 1 of each, then round 2, ...) so that noise on a shared machine hits
-all of them; the table gives each variant's median and the ratios the
-performance issue targets. Before timing, every variant must answer the
+(round 1 of each, then round 2 of each in reverse order, ...) so that noise on a
+shared machine hits all of them alike. The table gives each variant's median
+and each ratio the performance issue targets, as the median of the rounds'
+ratios: the two variants of a pair are timed in the same round, so a spell of
+load elsewhere on the machine hits both (the medians of the two may come from
+different spells). Before timing, every variant must answer the
 signed-in page 200 and an anonymous request otherwise, and no timed request
 may fail: a broken variant is never a fast one.
 
@@ -45,7 +48,7 @@ import sqlalchemy as sa
 from tests.conftest import migrate
 from tests.postgres import PostgresServer, free_port
 
-from benchmarks.figures import Figure, median, ratio_note, table
+from benchmarks.figures import Figure, median, paired_ratio, ratio_note, table
 from session_expiry.stores import session_key
 
 #: The variants in the order they run each round and appear in the table.
@@ -74,6 +77,8 @@ RATIOS = (
 CEILINGS = ("bare", "bare_select")
 SECRET = "benchmark-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 WRK_THREADS, WRK_CONNECTIONS = 1, 8
+#: Interleaved rounds: each ratio is the median of its rounds' ratios.
+ROUNDS = 5
 
 
 def placement() -> tuple[set[int], set[int]] | None:
@@ -221,7 +226,7 @@ def count_writes(variant: Variant, url: str, table: str, seconds: int) -> int:
         engine.dispose()
 
 
-def measure(smoke: bool = False, seconds: int = 10, rounds: int = 3) -> list[Figure]:
+def measure(smoke: bool = False, seconds: int = 10, rounds: int = ROUNDS) -> list[Figure]:
     if smoke:
         seconds, rounds = 1, 1
     wrk_binary()
@@ -255,9 +260,11 @@ def measure(smoke: bool = False, seconds: int = 10, rounds: int = 3) -> list[Fig
         for name in FREE if PLACEMENT else ():
             free[name] = start(name, {**env, "BENCH_DATABASE_URL": urls["expiry"]}, pinned=False)
             sign_in(free[name])
+        turn = [*variants.values(), *free.values()]
         for _ in range(rounds):
-            for variant in (*variants.values(), *free.values()):
+            for variant in turn:
                 variant.rates.append(run_wrk(variant, seconds))
+            turn.reverse()  # ABBA: a drift across a round favours no side of a pair
         writes = {}
         for name, table_name in (("classic_database", "beaker_cache"),
                                  ("expiry_postgresql", "sessions")):
@@ -275,10 +282,12 @@ def measure(smoke: bool = False, seconds: int = 10, rounds: int = 3) -> list[Fig
     figures = [Figure("HTTP", LABELS[name], rate[name], "req/s",
                       f"median of {rounds} x {seconds} s") for name in ORDER]
     for name, base, target in RATIOS:
-        note, met = ratio_note(rate[name], rate[base], LABELS[base].split(" (")[0], target)
-        figures.append(Figure("HTTP ratio", LABELS[name], rate[name] / rate[base], "x", note,
+        ratio = paired_ratio(variants[name].rates, variants[base].rates)
+        note, met = ratio_note(ratio, LABELS[base].split(" (")[0], target)
+        figures.append(Figure("HTTP ratio", LABELS[name], ratio, "x",
+                              f"{note}; median of the {rounds} rounds' ratios",
                               None if smoke else met))
-    figures += free_figures({name: median(variant.rates) for name, variant in free.items()},
+    figures += free_figures({name: variant.rates for name, variant in free.items()},
                             rounds, seconds)
     for name, (written, requests) in writes.items():
         figures.append(Figure("Store writes", LABELS[name], written, "rows written",
@@ -286,24 +295,26 @@ def measure(smoke: bool = False, seconds: int = 10, rounds: int = 3) -> list[Fig
     return figures
 
 
-def free_figures(rate: dict[str, float], rounds: int, seconds: int) -> list[Figure]:
+def free_figures(rates: dict[str, list[float]], rounds: int, seconds: int) -> list[Figure]:
     """The memory variants with their threads free on every core, for comparison: no
     target is judged on them (see :func:`placement`)."""
-    if not rate:
+    if not rates:
         return []
     section = "HTTP, threads free"
-    figures = [Figure(section, LABELS[name], rate[name], "req/s",
+    figures = [Figure(section, LABELS[name], median(rates[name]), "req/s",
                       f"median of {rounds} x {seconds} s") for name in FREE]
     for name, base in (("classic_memory", "bare"), ("expiry_memory", "classic_memory")):
-        note, _ = ratio_note(rate[name], rate[base], LABELS[base].split(" (")[0])
-        figures.append(Figure(section, LABELS[name], rate[name] / rate[base], "x", note))
+        ratio = paired_ratio(rates[name], rates[base])
+        note, _ = ratio_note(ratio, LABELS[base].split(" (")[0])
+        figures.append(Figure(section, LABELS[name], ratio, "x", note))
     return figures
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="each wrk run (default 10)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS,
+                        help=f"interleaved rounds (default {ROUNDS})")
     parser.add_argument("--smoke", action="store_true", help="one 1-second round, no targets")
     args = parser.parse_args(argv)
     print(table(measure(args.smoke, args.seconds, args.rounds)))
