@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from benchmarks.figures import paired_ratio, ratio_note
 
 
