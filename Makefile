@@ -4,9 +4,10 @@ PYTHON := $(VENV)/bin/python
 PIP    := $(PYTHON) -m pip --disable-pip-version-check -q
 
 # What the tests need from Debian: a PostgreSQL server the suite starts itself,
-# the Chromium that Playwright drives (never a browser download), and wrk, the
-# load generator of the benchmarks (their smoke run is part of the suite).
-DEBIAN_PACKAGES := postgresql chromium wrk
+# the Chromium that Playwright drives (never a browser download), wrk, the load
+# generator of the benchmarks, and valgrind, which counts a request's instructions
+# (the benchmarks' smoke runs are part of the suite).
+DEBIAN_PACKAGES := postgresql chromium wrk valgrind
 
 .PHONY: run test bench load install install-test system-packages clean
 

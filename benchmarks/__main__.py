@@ -20,6 +20,7 @@ from benchmarks.figures import Figure, table
 #: (module, its function returning figures), in the order they run.
 BENCHMARKS = (
     ("benchmarks.http_peers", "measure"),
+    ("benchmarks.instructions", "measure"),
     ("benchmarks.report_scale", "figures"),
     ("benchmarks.sweeper_scale", "measure"),
     ("benchmarks.memory_scale", "measure"),
