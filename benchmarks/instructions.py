@@ -4,8 +4,8 @@
     .venv/bin/python -m benchmarks.instructions --smoke    # session-expiry only, 20 requests
 
 On this shared machine a variant's rate moves by a third between spells of load;
-the instructions a request executes barely do (three counts of one variant
-agree within 1 %). So a change is judged here first, side by side, and its rate
+the instructions a request executes barely do (five counts of one variant
+agree within 2 %). So a change is judged here first, side by side, and its rate
 after. Each variant of ``benchmarks.http_apps`` is served by waitress (4 threads)
 under valgrind (its ``cachegrind`` tool, without cache simulation) twice: for a
 few requests of the signed-in page, and for ``requests`` more, from 8 keep-alive
