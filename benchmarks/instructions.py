@@ -35,15 +35,10 @@ from pathlib import Path
 from tests.postgres import free_port
 
 from benchmarks.figures import Figure, table
-from benchmarks.http_peers import PLACEMENT, SECRET, Variant, on, sign_in
+from benchmarks.http_peers import LABELS, PLACEMENT, SECRET, Variant, on, sign_in
 
 #: The variants compared by default: those of the memory-store target.
 VARIANTS = ("bare", "classic_memory", "expiry_memory")
-LABELS = {
-    "bare": "bare Pyramid, no session, no auth",
-    "classic_memory": "classic: AuthTktCookieHelper + pyramid_beaker memory",
-    "expiry_memory": "session-expiry, memory store",
-}
 #: Requests of the short run: start-up, sign-in and the first requests' warm-up.
 FEW = 200
 CONNECTIONS = 8
@@ -112,11 +107,12 @@ def _count(variant: str, requests: int, server_cores: set[int] | None) -> int:
     port = free_port()
     with tempfile.TemporaryDirectory() as scratch:
         log = Path(scratch) / "valgrind.log"
+        command = [valgrind, "--tool=cachegrind", "--cache-sim=no", f"--log-file={log}",
+                   "--cachegrind-out-file=/dev/null",
+                   sys.executable, "-m", "benchmarks.instructions",
+                   "--serve", variant, str(port), str(requests)]
         process = subprocess.Popen(
-            on(server_cores, [valgrind, "--tool=cachegrind", "--cache-sim=no", f"--log-file={log}",
-             "--cachegrind-out-file=/dev/null", sys.executable, "-m", "benchmarks.instructions",
-             "--serve", variant, str(port), str(requests)]),
-            env={**os.environ, "BENCH_SECRET": SECRET},
+            on(server_cores, command), env={**os.environ, "BENCH_SECRET": SECRET},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         server = Variant(variant, port, process, None)
         deadline = time.monotonic() + 120  # Python starts ~50x slower under valgrind
@@ -161,7 +157,7 @@ def measure(smoke: bool = False, requests: int = 1000,
         few = FEW
     cost = {name: per_request(name, requests, few) for name in variants}
     section = "Instructions a request"
-    figures = [Figure(section, LABELS.get(name, name), cost[name] / 1000, "k instructions",
+    figures = [Figure(section, LABELS[name].split(" (")[0], cost[name] / 1000, "k instructions",
                       f"valgrind; {requests:,} requests over {few:,}") for name in variants]
     if {"classic_memory", "expiry_memory"} <= cost.keys():
         fewer = cost["classic_memory"] / cost["expiry_memory"]

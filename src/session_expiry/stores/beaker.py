@@ -50,13 +50,18 @@ def data_size(session) -> int:
     return len(encode(data).encode("utf-8"))
 
 
-def to_beaker(data: dict) -> dict:
-    """What Beaker loads from the stored data.
+def loaded_accessed_time(data: dict) -> float:
+    """The ``_accessed_time`` Beaker is given for stored data.
 
     Any ``_accessed_time`` tells Beaker (and pyramid_beaker's ``session.new``) that
     the session was loaded, not created; the record keeps the real last-seen time.
     """
-    return {**data, "_accessed_time": data.get("_creation_time", 0)}
+    return data.get("_creation_time", 0)
+
+
+def to_beaker(data: dict) -> dict:
+    """What Beaker loads from the stored data."""
+    return {**data, "_accessed_time": loaded_accessed_time(data)}
 
 
 class StoreNamespace(NamespaceManager):
@@ -157,8 +162,7 @@ class JudgedSession(Session):
             session.is_new, session.last_accessed = True, None
         else:
             values = data.values()  # decoded for this request: nothing else holds it
-            # ``to_beaker``'s accessed time, as Beaker's ``load`` takes it from the data.
-            session.is_new, session.last_accessed = False, values.get("_creation_time", 0)
+            session.is_new, session.last_accessed = False, loaded_accessed_time(values)
         values["_accessed_time"] = now
         session.update(configured["_config"])  # what Beaker's ``clear`` leaves
         session.update(values)
