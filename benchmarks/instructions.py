@@ -1,7 +1,7 @@
 """Instructions one request costs the app server, counted by valgrind: figures that do not move.
 
     .venv/bin/python -m benchmarks.instructions [VARIANT ...] [--requests 1000]
-    .venv/bin/python -m benchmarks.instructions --smoke    # session-expiry only, 20 requests
+    .venv/bin/python -m benchmarks.instructions --smoke    # session-expiry only, 100 requests
 
 On this shared machine a variant's rate moves by a third between spells of load;
 the instructions a request executes barely do (five counts of one variant
@@ -111,9 +111,10 @@ def _count(variant: str, requests: int, server_cores: set[int] | None) -> int:
                    "--cachegrind-out-file=/dev/null",
                    sys.executable, "-m", "benchmarks.instructions",
                    "--serve", variant, str(port), str(requests)]
-        process = subprocess.Popen(
-            on(server_cores, command), env={**os.environ, "BENCH_SECRET": SECRET},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # one hash seed: with random ones, start-up alone varies by ~10M instructions
+        environment = {**os.environ, "BENCH_SECRET": SECRET, "PYTHONHASHSEED": "0"}
+        process = subprocess.Popen(on(server_cores, command), env=environment,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         server = Variant(variant, port, process, None)
         deadline = time.monotonic() + 120  # Python starts ~50x slower under valgrind
         while not _listening(port):
@@ -151,8 +152,8 @@ def per_request(variant: str, requests: int, few: int = FEW) -> float:
 
 def measure(smoke: bool = False, requests: int = 1000,
             variants: tuple[str, ...] = VARIANTS) -> list[Figure]:
-    if smoke:  # the harness works; at 20 requests the warm-up outweighs the figure
-        few, requests, variants = 20, 20, ("expiry_memory",)
+    if smoke:  # the harness works: 100 requests (~55M) stand well clear of the runs' ~2M spread
+        few, requests, variants = 20, 100, ("expiry_memory",)
     else:
         few = FEW
     cost = {name: per_request(name, requests, few) for name in variants}
@@ -172,7 +173,7 @@ def main(argv=None) -> None:
     parser.add_argument("variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--smoke", action="store_true",
-                        help="session-expiry only, 20 requests: the harness works")
+                        help="session-expiry only, 100 requests: the harness works")
     parser.add_argument("--serve", nargs=3, metavar=("VARIANT", "PORT", "REQUESTS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
