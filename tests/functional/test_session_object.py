@@ -248,11 +248,13 @@ def test_a_cookie_judged_on_another_ticket_reads_nothing_and_writes_nowhere(host
     assert store_of(host).get(victim_key).is_open
 
 
-def test_a_strangers_write_keeps_nothing_and_sets_no_session_cookie(host):
+def test_a_strangers_write_keeps_nothing_and_sets_no_session_cookie(host, caplog):
     """No session for strangers: before, the write went nowhere but a session cookie
-    naming a session nobody holds went out."""
+    naming a session nobody holds went out. The log says so (it said the request had
+    been judged on another session: it was judged on none)."""
     stranger = TestApp(host.app)
     answer = stranger.get("/public_read_write")
     assert answer.json == {"greeting": None}
     assert session_cookies_set(answer) == []
     assert "session" not in stranger.cookies
+    assert "not the one this request holds, if any (signing in starts one)" in caplog.text

@@ -84,7 +84,8 @@ class StoreNamespace(NamespaceManager):
         """True when this is the session the tween judged for this request."""
         if self.expiry is None or self.key == self.expiry.session_key:
             return True
-        log.warning("refused session %s: the request was judged on another one", self.key[:12])
+        log.warning("refused session %s: not the one this request holds, if any"
+                    " (signing in starts one)", self.key[:12])
         return False
 
     def get_creation_lock(self, key):
