@@ -63,6 +63,13 @@ LABELS = {
     "expiry_postgresql": "session-expiry, SQL store on PostgreSQL",
     "expiry_sqlite": "session-expiry, SQL store on SQLite",
 }
+
+
+def short_label(variant: str) -> str:
+    """The variant's label without its role in parentheses: "bare Pyramid, no session, no auth"."""
+    return LABELS[variant].split(" (")[0]
+
+
 #: (variant, compared with, target ratio or None)
 RATIOS = (
     ("bare_select", "bare", None),
@@ -283,7 +290,7 @@ def measure(smoke: bool = False, seconds: int = 10, rounds: int = ROUNDS) -> lis
                       f"median of {rounds} x {seconds} s") for name in ORDER]
     for name, base, target in RATIOS:
         ratio = paired_ratio(variants[name].rates, variants[base].rates)
-        note, met = ratio_note(ratio, LABELS[base].split(" (")[0], target)
+        note, met = ratio_note(ratio, short_label(base), target)
         figures.append(Figure("HTTP ratio", LABELS[name], ratio, "x",
                               f"{note}; median of the {rounds} rounds' ratios",
                               None if smoke else met))
@@ -305,7 +312,7 @@ def free_figures(rates: dict[str, list[float]], rounds: int, seconds: int) -> li
                       f"median of {rounds} x {seconds} s") for name in FREE]
     for name, base in (("classic_memory", "bare"), ("expiry_memory", "classic_memory")):
         ratio = paired_ratio(rates[name], rates[base])
-        note, _ = ratio_note(ratio, LABELS[base].split(" (")[0])
+        note, _ = ratio_note(ratio, short_label(base))
         figures.append(Figure(section, LABELS[name], ratio, "x", note))
     return figures
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from tests.postgres import free_port
 
 from benchmarks.figures import Figure, table
-from benchmarks.http_peers import LABELS, PLACEMENT, SECRET, Variant, on, sign_in
+from benchmarks.http_peers import LABELS, PLACEMENT, SECRET, Variant, on, short_label, sign_in
 
 #: The variants compared by default: those of the memory-store target.
 VARIANTS = ("bare", "classic_memory", "expiry_memory")
@@ -158,7 +158,7 @@ def measure(smoke: bool = False, requests: int = 1000,
         few = FEW
     cost = {name: per_request(name, requests, few) for name in variants}
     section = "Instructions a request"
-    figures = [Figure(section, LABELS[name].split(" (")[0], cost[name] / 1000, "k instructions",
+    figures = [Figure(section, short_label(name), cost[name] / 1000, "k instructions",
                       f"valgrind; {requests:,} requests over {few:,}") for name in variants]
     if {"classic_memory", "expiry_memory"} <= cost.keys():
         fewer = cost["classic_memory"] / cost["expiry_memory"]
