@@ -6,8 +6,9 @@ PIP    := $(PYTHON) -m pip --disable-pip-version-check -q
 # What the tests need from Debian: a PostgreSQL server the suite starts itself,
 # the Chromium that Playwright drives (never a browser download), wrk, the load
 # generator of the benchmarks, and valgrind, which counts a request's instructions
-# (the benchmarks' smoke runs are part of the suite).
-DEBIAN_PACKAGES := postgresql chromium wrk valgrind
+# (the benchmarks' smoke runs are part of the suite), and nginx, the reverse proxy
+# the proxy-header tests start in front of waitress.
+DEBIAN_PACKAGES := postgresql chromium wrk valgrind nginx
 
 .PHONY: run test bench load install install-test system-packages clean
 
