@@ -21,6 +21,7 @@ from benchmarks.figures import Figure, table
 BENCHMARKS = (
     ("benchmarks.http_peers", "measure"),
     ("benchmarks.instructions", "measure"),
+    ("benchmarks.hostile_cookies", "measure"),
     ("benchmarks.report_scale", "figures"),
     ("benchmarks.sweeper_scale", "measure"),
     ("benchmarks.memory_scale", "measure"),

@@ -83,7 +83,7 @@ def includeme(config):
         session_cookie=policy.session_cookie,
         metrics=metrics,
         cookies=CookieReader(policy.ticket_cookie, policy.session_cookie, ticket_secret,
-                             cookie_secret),
+                             cookie_secret, policy.max_cookie_header),
     )
     config.set_session_factory(session_factory(**beaker, secret=cookie_secret, store=store))
     config.set_csrf_storage_policy(TextCSRFStoragePolicy(

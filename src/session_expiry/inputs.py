@@ -1,23 +1,25 @@
 """What the tween reads from a request, each read once: the cookies, the peer address, the
 user agent, and whether its parameters can be read at all.
 
-The Cookie header is read here and nowhere else: WebOb and Python's
-``http.cookies`` (Beaker's parser) disagree on malformed headers, so a cookie
-counts only when both read the same single value (:func:`agreed_cookies`). The
+The Cookie header is read here, once, in one linear pass that keeps only
+well-formed pairs (:func:`read_cookie_header`); every other reader of the
+request (WebOb for the CSRF check and the host app) is handed what it kept, and
+Beaker an empty header. A header past ``max_cookie_header`` is read as none. The
 client's address is the WSGI server's ``REMOTE_ADDR``, never a header a
 client can write.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from http.cookies import CookieError, SimpleCookie
+from functools import partial
 from ipaddress import ip_address
 
 from beaker.session import SignedCookie
-from webob.cookies import parse_cookie
 
 from .decision import Ticket
 from .stores import session_key
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 _SESSION_ID = re.compile(rf"[0-9a-f]{{{2 * SESSION_ID_BYTES}}}")
 MAX_COOKIE_LENGTH = 512
+#: Beaker's signed cookie: 40 hex digits of HMAC-SHA1, then the value.
+SIGNATURE_LENGTH = 40
 #: The longest address the stores keep (an IPv4-mapped IPv6 address).
 IP_LENGTH = 45
 #: The longest user agent the stores keep.
@@ -95,28 +99,69 @@ def read_session_key(cookie_secret: str, value: str | None) -> str | None:
     return session_key(session_id) if session_id else None
 
 
-def agreed_cookies(header: str, names: tuple[str, ...]) -> dict[str, str | None]:
-    """For each of ``names``, the one value every parser reads in ``header``, or None.
+#: Name characters: an RFC 6265 token (every one of them is also a name character to WebOb).
+_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
+#: Value characters: RFC 6265 cookie-octets that WebOb also reads as a value (it stops at
+#: ``[`` and ``]``), bare or in double quotes.
+_VALUE = re.compile(r"[A-Za-z0-9!#$%&'()*+\-./:<=>?@^_`{|}~]*")
+_QUOTED = re.compile(r'"([A-Za-z0-9!#$%&\'()*+\-./:<=>?@^_`{|}~]*)"')
+_OWS = " \t"
+#: A header that is well-formed already (most are): read by a split, handed on as it came.
+_PAIR = f"{_NAME.pattern}={_VALUE.pattern}"
+_WELL_FORMED = re.compile(rf"{_PAIR}(?:; {_PAIR})*")
 
-    WebOb (the tween, the CSRF check) takes the last of two cookies of one name;
-    Python's ``http.cookies`` (Beaker's parser) stops at a stray quote and takes
-    the first. A header the two read differently, or that holds two different
-    values, names no cookie at all: nobody can aim one reader at one session and
-    another reader at another.
+
+@dataclass(frozen=True)
+class CookieHeader:
+    """A Cookie header as one linear pass reads it (:func:`read_cookie_header`)."""
+
+    #: The well-formed ``name=value`` pairs, in order; quotes taken off the value.
+    pairs: tuple[tuple[str, str], ...]
+    #: The header the rest of the request reads: those pairs and nothing else.
+    text: str
+    #: Parts dropped as malformed.
+    dropped: int
+
+    def value(self, name: str) -> str | None:
+        """The one value ``name`` has; None if absent or sent with two different values."""
+        values = {value for key, value in self.pairs if key == name}
+        return values.pop() if len(values) == 1 else None
+
+    def has(self, name: str) -> bool:
+        return any(key == name for key, _ in self.pairs)
+
+
+def read_cookie_header(header: str) -> CookieHeader:
+    """Read a Cookie header in one linear pass, keeping the well-formed pairs only.
+
+    A part counts when it is ``name=value`` with an RFC 6265 token for a name and
+    cookie-octets for a value, bare or quoted. Anything else (a stray quote, a
+    backslash, a comma, a control character, bytes that are not ASCII) is dropped
+    alone: it neither signs anybody out nor hides the cookies after it.
+
+    The header rebuilt from the kept pairs is what every other parser is handed:
+    WebOb's regular expressions (the CSRF check, the host app's ``request.cookies``)
+    take time quadratic in a run of characters they cannot match (40 kB of letters
+    without an ``=``: 13 s), and read a well-formed header in one pass. Python's
+    ``http.cookies`` (quadratic on backslashes before 3.11.10) is never handed one.
     """
-    webob = _webob_cookies(header)
-    standard = SimpleCookie()
-    try:
-        standard.load(header)
-    except CookieError:
-        return dict.fromkeys(names)
-    agreed: dict[str, str | None] = {}
-    for name in names:
-        values = {value for key, value in webob if key == name}
-        morsel = standard.get(name)
-        agreed[name] = (values.pop() if len(values) == 1 and morsel is not None
-                        and morsel.value in values else None)
-    return agreed
+    if _WELL_FORMED.fullmatch(header):
+        pairs = tuple(tuple(part.split("=", 1)) for part in header.split("; "))
+        return CookieHeader(pairs, header, 0)
+    pairs, dropped = [], 0
+    for raw in header.split(";"):
+        part = raw.strip(_OWS)
+        if not part:
+            continue
+        name, equals, value = part.partition("=")
+        name, value = name.rstrip(_OWS), value.lstrip(_OWS)
+        quoted = _QUOTED.fullmatch(value) if value.startswith('"') else None
+        if not equals or not _NAME.fullmatch(name) or not (quoted or _VALUE.fullmatch(value)):
+            dropped += 1
+            continue
+        pairs.append((name, quoted[1] if quoted else value))
+    text = "; ".join(f"{name}={value}" for name, value in pairs)
+    return CookieHeader(tuple(pairs), text, dropped)
 
 
 @dataclass(frozen=True)
@@ -127,53 +172,84 @@ class SentCookies:
     ticket_sent: bool  # a ticket cookie came at all, readable or not
     session_id: str | None  # the id a validly signed session cookie names
     session_key: str | None  # the key that id is stored under
+    too_large: int = 0  # the length of a Cookie header past the bound, read as none
+
+
+class Verified:
+    """The answers of a signature check, keyed by a hash of the value checked.
+
+    A browser sends the same signed cookies on every request, and checking them
+    is most of the cost of reading a Cookie header (about 10 of 14 µs), so each
+    distinct value is checked once. Bounded in bytes: ``size`` entries of a
+    32-byte digest and an answer that is no credential (a session key, which is
+    a hash itself; a ticket's user, binding and time, which sign nobody in). The
+    raw session ids and signed tickets are never kept past their request.
+    """
+
+    def __init__(self, check: Callable[[str], object], size: int = 4096):
+        self.check = check
+        self.size = size
+        self._answers: dict[bytes, object] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str):
+        digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
+        try:
+            return self._answers[digest]
+        except KeyError:
+            pass
+        answer = self.check(value)
+        with self._lock:
+            if len(self._answers) >= self.size:  # forget the oldest
+                del self._answers[next(iter(self._answers))]
+            self._answers[digest] = answer
+        return answer
+
+    def __len__(self) -> int:
+        return len(self._answers)
 
 
 class CookieReader:
-    """Reads a Cookie header into :class:`SentCookies`, each distinct header once.
+    """Reads a request's Cookie header into :class:`SentCookies`.
 
-    The answer is a pure function of the header and the secrets (a ticket's age is
-    judged later, against the clock), so a browser whose cookies did not change
-    costs a lookup instead of two parsers and two signature checks per request.
-    Bounded: the ``size`` most recently used headers.
+    Nothing keyed by the header itself is kept (a cache of headers let one
+    client pin 4096 of its largest in memory, and kept signed-in clients'
+    session ids and tickets there after they signed out): each request's header
+    is read afresh in one linear pass, and only the signature checks of its two
+    cookies are remembered, by :class:`Verified`.
     """
 
     def __init__(self, ticket_cookie: str, session_cookie: str, ticket_secret: str,
-                 cookie_secret: str, size: int = 4096):
+                 cookie_secret: str, max_header: int, *, size: int = 4096):
         self.names = (ticket_cookie, session_cookie)
-        self.ticket_secret = ticket_secret
-        self.cookie_secret = cookie_secret
-        self.read = lru_cache(maxsize=size)(self._read)
+        #: The longest Cookie header read, in bytes (``max_cookie_header``).
+        self.max_header = max_header
+        self._ticket = Verified(partial(read_ticket, ticket_secret), size)
+        self._session_key = Verified(partial(read_session_key, cookie_secret), size)
 
-    def _read(self, header: str) -> SentCookies:
+    def read(self, environ) -> SentCookies:
+        """What the request's cookies say; its ``HTTP_COOKIE`` left holding the kept pairs.
+
+        A header longer than ``max_header`` is read as none at all (and removed, so
+        nothing else parses it): :attr:`SentCookies.too_large` says so.
+        """
+        header = environ.get("HTTP_COOKIE", "")
+        if len(header) > self.max_header:
+            environ["HTTP_COOKIE"] = ""
+            return SentCookies(None, False, None, None, too_large=len(header))
+        cookies = read_cookie_header(header)
+        if cookies.dropped:
+            log.info("dropped %d malformed cookie(s)", cookies.dropped)
+        if cookies.text is not header:
+            environ["HTTP_COOKIE"] = cookies.text
         ticket_cookie, session_cookie = self.names
-        agreed = agreed_cookies(header, self.names)
-        session_id = read_session_id(self.cookie_secret, agreed[session_cookie])
+        ticket, session = cookies.value(ticket_cookie), cookies.value(session_cookie)
+        ticket = self._ticket(ticket) if ticket else None
+        key = self._session_key(session) if session and len(session) <= MAX_COOKIE_LENGTH \
+            else None
         return SentCookies(
-            ticket=read_ticket(self.ticket_secret, agreed[ticket_cookie]),
-            ticket_sent=any(name == ticket_cookie for name, _ in _webob_cookies(header)),
-            session_id=session_id,
-            session_key=session_key(session_id) if session_id else None)
-
-
-def _webob_cookies(header: str) -> list[tuple[str, str]]:
-    return [(key.decode("utf-8"), value.decode("utf-8")) for key, value in parse_cookie(header)]
-
-
-def readable_cookie_header(request) -> str:
-    """The Cookie header, after dropping every cookie that is not plain ASCII.
-
-    Cookie octets are ASCII (RFC 6265). On other bytes the parsers part ways:
-    WebOb raises (if they are not UTF-8) or cuts the value short, and Python's
-    ``http.cookies`` stops reading, losing every cookie after it. Dropping such
-    a cookie for the whole request (the tween, the CSRF check, the host app)
-    leaves one header that every parser reads alike; a stray ``lang=français``
-    does not sign anybody out.
-    """
-    header = request.environ.get("HTTP_COOKIE", "")
-    if not header.isascii():
-        parts = header.split(";")
-        kept = [part for part in parts if part.isascii()]
-        header = request.environ["HTTP_COOKIE"] = ";".join(kept)
-        log.info("dropped %d cookie(s) that are not ASCII", len(parts) - len(kept))
-    return header
+            ticket=ticket,
+            ticket_sent=cookies.has(ticket_cookie),
+            # Signed and checked: the id is the value after Beaker's 40-digit signature.
+            session_id=session[SIGNATURE_LENGTH:] if key else None,
+            session_key=key)

@@ -142,6 +142,14 @@ def unreadable(request) -> Response:
                    "changed; go back and try again.", {"error": "bad_request"})
 
 
+def cookies_too_large(request, limit: int) -> Response:
+    """A Cookie header longer than ``max_cookie_header``: nothing was read or changed."""
+    return _answer(request, HTTPBadRequest,
+                   f"Your browser sent more cookies than this site reads ({limit // 1024} KiB). "
+                   "Nothing was changed. Clear this site's cookies in your browser, then try "
+                   "again.", {"error": "cookie_header_too_large", "limit": limit})
+
+
 def too_large(request, limit: int) -> Response:
     """A change that would make the session hold more than ``max_session_size``: not saved."""
     return _answer(request, HTTPRequestEntityTooLarge,

@@ -140,6 +140,8 @@ class Policy:
     cookie_path: str = "/"
     #: The most a session's data may hold, serialized (bytes); a write past it gets 413.
     max_session_size: int = 64 * 1024
+    #: The longest Cookie header read (bytes); a longer one is answered with a 400.
+    max_cookie_header: int = 16 * 1024
 
     def may_scrape(self, address: str | None) -> bool:
         """True when ``address`` (the client's, as the WSGI server gives it) may read /metrics."""

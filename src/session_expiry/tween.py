@@ -21,17 +21,11 @@ from dataclasses import dataclass
 from pyramid.csrf import new_csrf_token
 
 from .decision import ACTIVE, Reason, State, Verdict, decide, ending_reason, ticket_binding
-from .inputs import (
-    CookieReader,
-    parameters_readable,
-    peer_address,
-    readable_cookie_header,
-    user_agent,
-)
+from .inputs import CookieReader, parameters_readable, peer_address, user_agent
 from .redirects import safe_path
 from .reports.figures import REFUSAL_REASONS
 from .reports.metrics import Metrics
-from .responses import too_large, unavailable, unreadable, with_query
+from .responses import cookies_too_large, too_large, unavailable, unreadable, with_query
 from .settings import Policy, describe_duration
 from .stores import SessionRecord, SessionStore, StoreUnavailable, session_key
 from .stores.beaker import data_size
@@ -71,7 +65,9 @@ class SessionExpiry:
 
         # The Cookie header is read here, once; Beaker is handed the session judged here
         # (see ``stores.beaker.session_factory``) and never parses the header itself.
-        sent = setup.cookies.read(readable_cookie_header(request))
+        sent = setup.cookies.read(request.environ)
+        #: The length of a Cookie header past ``max_cookie_header`` (read as none); else 0.
+        self.cookie_header_too_large = sent.too_large
         self._ticket_sent = sent.ticket_sent
         self.ticket = sent.ticket
         #: The session id the cookie names, validly signed; None for none (or two).
@@ -350,7 +346,11 @@ def expiry_tween_factory(handler, registry):
         except StoreUnavailable as error:
             log.error("session store unavailable: %s", error)
             return unavailable(request)
-        if parameters_readable(request):
+        if expiry.cookie_header_too_large:
+            log.warning("refused a %d-byte Cookie header (max_cookie_header is %d)",
+                        expiry.cookie_header_too_large, expiry.policy.max_cookie_header)
+            response = cookies_too_large(request, expiry.policy.max_cookie_header)
+        elif parameters_readable(request):
             response = expiry.save_session(handler(request))
         else:
             response = unreadable(request)  # no view saw it: nothing is saved or touched
