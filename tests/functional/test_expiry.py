@@ -280,7 +280,7 @@ def test_ticket_of_one_session_with_cookie_of_another_is_refused(apps, clock):
     login(app_a, "alice")
     app_b = type(app_a)(app_a.app)  # same server, another browser
     login(app_b, "bob")
-    app_b.set_cookie("auth_tkt", app_a.cookies["auth_tkt"])
+    app_b.set_cookie("auth_tkt", app_a.cookies["auth_tkt"].strip('"'))
     response = app_b.get("/api/notes", headers=JSON, status=401)
     assert response.json["reason"] == "ticket_mismatch"
     assert record_of(app_b).is_open  # a forged pairing does not end bob's session

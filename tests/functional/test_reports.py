@@ -295,13 +295,13 @@ def test_summary_counts_refused_requests_by_reason(app, app_database_url):
     bob = signed_in(app, "bob")
     # a forged ticket beside a live session
     forged = browser(app)
-    forged.set_cookie("session", alice.cookies["session"])
+    forged.set_cookie("session", alice.cookies["session"].strip('"'))
     forged.set_cookie("auth_tkt", "forged-ticket")
     assert forged.get("/api/notes", headers=JSON, status=401).json["reason"] == "ticket_mismatch"
     # alice's ticket with bob's session cookie
     mixed = browser(app)
-    mixed.set_cookie("session", bob.cookies["session"])
-    mixed.set_cookie("auth_tkt", alice.cookies["auth_tkt"])
+    mixed.set_cookie("session", bob.cookies["session"].strip('"'))
+    mixed.set_cookie("auth_tkt", alice.cookies["auth_tkt"].strip('"'))
     assert mixed.get("/api/notes", headers=JSON, status=401).json["reason"] == "ticket_mismatch"
     # a good ticket for a session the store does not know
     lost = lost_session_browser(app, user_id(app_database_url, "alice"))
@@ -855,7 +855,7 @@ def test_end_others_without_the_csrf_token_is_refused(app):
 def test_metrics_tell_the_figures_in_prometheus_text(app, app_database_url):
     alice = signed_in(app, "alice")
     forged = browser(app)
-    forged.set_cookie("session", alice.cookies["session"])
+    forged.set_cookie("session", alice.cookies["session"].strip('"'))
     forged.set_cookie("auth_tkt", "forged-ticket")
     forged.get("/api/notes", headers=JSON, status=401)
     store_of(app).end(session_key_of(alice), "revoked", now_of(app))
