@@ -1,5 +1,6 @@
 """What the tween reads from a request, each read once: the cookies, the peer address, the
-user agent, and whether its parameters can be read at all.
+user agent, and whether its parameters can be read at all; and the one reader of a text
+field for the views (:func:`text_field`).
 
 The Cookie header is read here, once, in one linear pass that keeps only
 well-formed pairs (:func:`read_cookie_header`); every other reader of the
@@ -60,6 +61,39 @@ def user_agent(environ) -> str | None:
     is refused by PostgreSQL) dropped, cut to ``USER_AGENT_LENGTH``; None if empty."""
     text = _CONTROL.sub("", environ.get("HTTP_USER_AGENT", ""))
     return text[:USER_AGENT_LENGTH] or None
+
+
+class BadField(ValueError):
+    """A query or form field this site does not take: answered ``400`` naming the field,
+    before anything is looked up or changed."""
+
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"field {name!r}: {problem}")
+        self.name = name
+        self.problem = problem
+
+
+#: Control characters no field takes (tab, line feed and carriage return are text). A NUL,
+#: for one, is refused by PostgreSQL in any text it is given.
+_FIELD_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def text_field(params, name: str, limit: int) -> str:
+    """The text of field ``name`` of a query string or form (``request.GET``, ``request.POST``):
+    ``""`` when it is missing or a file upload.
+
+    Raises :class:`BadField` for a value longer than ``limit`` characters or holding a
+    control character: never cut short (the request meant something else) and never
+    handed on to a store that would refuse it with an error of its own.
+    """
+    value = params.get(name, "")
+    if not isinstance(value, str):
+        return ""
+    if len(value) > limit:
+        raise BadField(name, f"longer than {limit} characters")
+    if _FIELD_CONTROL.search(value):
+        raise BadField(name, "holds a control character")
+    return value
 
 
 def parameters_readable(request) -> bool:

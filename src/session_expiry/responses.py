@@ -142,6 +142,14 @@ def unreadable(request) -> Response:
                    "changed; go back and try again.", {"error": "bad_request"})
 
 
+def bad_field(request, name: str, problem: str) -> Response:
+    """A query or form field this site does not take: nothing was looked up or changed."""
+    return _answer(request, HTTPBadRequest,
+                   f"The field {name!r} could not be read: it {problem}. Nothing was "
+                   "changed; go back, correct it and try again.",
+                   {"error": "bad_field", "field": name, "problem": problem})
+
+
 def cookies_too_large(request, limit: int) -> Response:
     """A Cookie header longer than ``max_cookie_header``: nothing was read or changed."""
     return _answer(request, HTTPBadRequest,

@@ -10,8 +10,17 @@ from pyramid.security import NO_PERMISSION_REQUIRED, forget
 from pyramid.view import forbidden_view_config, notfound_view_config, view_config
 
 from .decision import Reason
+from .inputs import BadField, text_field
 from .redirects import safe_path
-from .responses import RequestKind, forbidden, kind_of, refusal, unavailable, with_query
+from .responses import (
+    RequestKind,
+    bad_field,
+    forbidden,
+    kind_of,
+    refusal,
+    unavailable,
+    with_query,
+)
 from .settings import describe_duration
 from .stores import StoreUnavailable
 
@@ -40,10 +49,9 @@ def reason_text(reason: str | None, policy) -> str:
     return texts.get(reason, "Your session has ended.")
 
 
-def form_text(request, name: str, limit: int = 2000) -> str:
-    """A form field as text: a file upload or a missing field reads as ``""``."""
-    value = request.POST.get(name, "")
-    return value[:limit] if isinstance(value, str) else ""
+def form_text(request, name: str, limit: int) -> str:
+    """A form field as text (:func:`~session_expiry.inputs.text_field`)."""
+    return text_field(request.POST, name, limit)
 
 
 def _known_reason(value: str | None) -> Reason | None:
@@ -86,6 +94,11 @@ def bad_csrf_token(exc, request):
         return HTTPBadRequest("This form has expired or did not come from this site. "
                               "Go back, reload the page and send it again.")
     return HTTPBadRequest(json_body={"error": "bad_csrf_token"}, content_type="application/json")
+
+
+@view_config(context=BadField, permission=NO_PERMISSION_REQUIRED)
+def bad_field_view(exc, request):
+    return bad_field(request, exc.name, exc.problem)
 
 
 @view_config(context=URLDecodeError, permission=NO_PERMISSION_REQUIRED)

@@ -16,6 +16,8 @@ from .models import authenticate
 log = logging.getLogger(__name__)
 
 LOGIN_TEMPLATE = "session_expiry.app:templates/login.jinja2"
+#: The longest value each form field takes (a longer one is a 400, never cut short).
+USERNAME_LENGTH, PASSWORD_LENGTH, TITLE_LENGTH = 150, 1024, 200
 #: What one session keeps of drafts: fields, and characters a field.
 MAX_DRAFTS = 32
 MAX_DRAFT_LENGTH = 10_000
@@ -34,9 +36,12 @@ def login_form(request):
 @view_config(route_name="login", renderer=LOGIN_TEMPLATE, permission=NO_PERMISSION_REQUIRED,
              request_method="POST")
 def login(request):
-    came_from = safe_path(form_text(request, "came_from"))
-    username = form_text(request, "username", 150).strip()
-    user = authenticate(request.dbsession, username, form_text(request, "password", 1024))
+    # Where to go next is a hint, not data: anything but a safe local path means "/".
+    came_from = request.POST.get("came_from")
+    came_from = safe_path(came_from if isinstance(came_from, str) else None)
+    username = form_text(request, "username", USERNAME_LENGTH).strip()
+    user = authenticate(request.dbsession, username,
+                        form_text(request, "password", PASSWORD_LENGTH))
     if user is None:
         request.response.status = 400
         return {"came_from": came_from, "username": username, "logged_out": False,
@@ -59,7 +64,7 @@ def workspace(request):
 
 @view_config(route_name="workspace", request_method="POST")
 def save_workspace(request):
-    request.session["workspace_title"] = form_text(request, "title", 200)
+    request.session["workspace_title"] = form_text(request, "title", TITLE_LENGTH)
     return HTTPSeeOther(location=request.route_path("workspace"))
 
 

@@ -13,7 +13,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.view import view_config
 
 from ..decision import Reason
-from ..inputs import peer_address
+from ..inputs import peer_address, text_field
 from ..security import ADMIN
 from ..settings import describe_duration
 from . import charts
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 REPORT = "session_expiry.admin_sessions"
 ACCOUNT = "session_expiry.account_sessions"
+#: The longest value each field takes (a longer one is a 400, never cut short).
+USER_NAME_LENGTH, USER_ID_LENGTH, SESSION_KEY_LENGTH, PASSWORD_LENGTH = 150, 64, 64, 1024
 #: Rows per query while a CSV export streams.
 EXPORT_BATCH = 500
 
@@ -82,7 +84,7 @@ class ReportFilters:
     def __init__(self, request):
         params = request.GET
         self.request = request
-        self.user = form_value(params.get("user"), 150).strip()
+        self.user = text_field(params, "user", USER_NAME_LENGTH).strip()
         try:
             self.sort = ActiveSort(params.get("sort", ActiveSort.LAST_SEEN))
         except ValueError:
@@ -126,10 +128,6 @@ class ReportFilters:
         query = EndsQuery(reason=self.reason, user_id=self.user_id or None,
                           after=self.ends_after)
         return replace(query, limit=limit) if limit else query
-
-
-def form_value(value, limit: int) -> str:
-    return value[:limit] if isinstance(value, str) else ""
 
 
 def _names(request, user_ids) -> dict[str, str]:
@@ -277,13 +275,13 @@ def revoke(request):
 def revoke_target(request, params):
     """(key, user_id, open records) that ``session=<key>`` or ``user=<id>`` names, or None."""
     store = request.session_expiry.store
-    key = form_value(params.get("session"), 64)
+    key = text_field(params, "session", SESSION_KEY_LENGTH)
     if is_session_key(key):
         record = store.get(key)
         if record is None or not record.is_open:
             return None
         return key, record.user_id, [record]
-    user_id = form_value(params.get("user"), 64)
+    user_id = text_field(params, "user", USER_ID_LENGTH)
     if user_id:
         records = store.user_sessions(user_id, request.session_expiry.now)
         return (None, user_id, records) if records else None
@@ -306,7 +304,7 @@ def account_sessions(request, error: str | None = None):
 @view_config(route_name="session_expiry.account_end", request_method="POST", require_csrf=True)
 def account_end(request):
     """Sign out one other device of mine (reason ``ended_by_user``)."""
-    key = form_value(request.POST.get("session"), 64)
+    key = text_field(request.POST, "session", SESSION_KEY_LENGTH)
     if is_session_key(key) and request.session_expiry.end_user_session(key):
         request.session.flash("That session has been signed out.", ACCOUNT)
     else:
@@ -319,7 +317,7 @@ def account_end(request):
 def account_end_others(request):
     """Sign out every other session, after the password is entered again (ASVS 3.3.4)."""
     expiry = request.session_expiry
-    password = form_value(request.POST.get("password"), 1024)
+    password = text_field(request.POST, "password", PASSWORD_LENGTH)
     verified = user_directory(request).verify_password(request, expiry.userid, password) \
         if password else False
     if not verified:
