@@ -48,7 +48,7 @@ BEAKER_REQUIRED = {
 KNOWN = frozenset({
     "idle_timeout", "absolute_timeout", "warn_before", "touch_interval", "retention",
     "sweep_interval", "poll_interval", "activity_extends", "secret", "login_url",
-    "expired_url", "clock", "metrics_scrapers", "max_session_size",
+    "expired_url", "clock", "metrics_scrapers", "max_session_size", "max_cookie_header",
 })
 
 #: Paths the add-on serves itself: ``login_url`` and ``expired_url`` must not be one.
@@ -74,6 +74,24 @@ SAMESITE = ("Lax", "Strict", "None")
 
 MIN_SECRET_LENGTH = 32
 WCAG_MIN_WARNING = 20
+
+DAY = 86400
+KIB = 1024
+#: The range of every duration (seconds), size (bytes) and count in the settings: what a
+#: deployment could mean, and what every store holds (a deadline must stay a date).
+RANGES = {
+    "idle_timeout": (1, 400 * DAY),  # browsers keep a cookie at most 400 days
+    "absolute_timeout": (1, 400 * DAY),
+    "warn_before": (1, DAY),
+    "touch_interval": (1, DAY),
+    "retention": (1, 10 * 366 * DAY),
+    "sweep_interval": (1, DAY),
+    "poll_interval": (1, DAY),
+    "max_session_size": (KIB, 16 * KIB * KIB),
+    "max_cookie_header": (4 * KIB, 64 * KIB),  # a browser sends up to ~4 KiB a cookie
+}
+#: The longest text a duration, size or count may be written in.
+MAX_NUMBER_TEXT = 24
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _UNITS = (86400, 3600, 60, 1)
@@ -178,17 +196,7 @@ def _given(value) -> bool:
 
 
 def _duration(settings: dict, name: str, default: int | None) -> int | None:
-    key = PREFIX + name
-    raw = settings.get(key)
-    if not _given(raw):
-        return default
-    try:
-        seconds = parse_duration(raw)
-    except ValueError as error:
-        raise _fail(key, str(error), f"write e.g. {key} = 20m") from None
-    if seconds <= 0:
-        raise _fail(key, "must be longer than 0 seconds", f"write e.g. {key} = 20m")
-    return seconds
+    return _ranged(settings, name, parse_duration, default)
 
 
 def _boolean(beaker: dict, name: str, default: bool) -> bool:
@@ -340,6 +348,7 @@ def load(settings: dict, environ=os.environ) -> tuple[dict, Policy]:
         cookie_domain=str(beaker.get("cookie_domain") or "").strip() or None,
         cookie_path=str(beaker.get("cookie_path") or "/").strip(),
         max_session_size=_size(settings, "max_session_size", _DEFAULT.max_session_size),
+        max_cookie_header=_size(settings, "max_cookie_header", _DEFAULT.max_cookie_header),
     )
     settings.update({"session." + k: v for k, v in beaker.items()})
     return settings, policy
@@ -390,17 +399,42 @@ def parse_size(text: str | int) -> int:
 
 
 def _size(settings: dict, name: str, default: int) -> int:
+    return _ranged(settings, name, parse_size, default)
+
+
+def describe_size(size: int) -> str:
+    """``16384`` -> ``16 KiB``; ``1000`` -> ``1000 bytes``."""
+    for unit, name in ((1024 * 1024, "MiB"), (1024, "KiB")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size} bytes"
+
+
+#: How each kind of ranged setting is read, written in a message, and exemplified.
+_KINDS = {parse_duration: (describe_duration, "20m"), parse_size: (describe_size, "64KiB"),
+}
+
+
+def _ranged(settings: dict, name: str, parse, default):
+    """A duration, size or count within ``RANGES[name]``; the text is bounded before it is
+    parsed, so a value in the ini can cost no more than its range."""
     key = PREFIX + name
     raw = settings.get(key)
     if not _given(raw):
         return default
+    describe, example = _KINDS[parse]
+    low, high = RANGES[name]
+    text = str(raw).strip()
+    advice = f"write a value from {describe(low)} to {describe(high)}, e.g. {key} = {example}"
     try:
-        size = parse_size(raw)
+        if len(text) > MAX_NUMBER_TEXT:
+            raise ValueError(f"{text[:MAX_NUMBER_TEXT]!r}... is too long to be a value")
+        value = parse(text)
     except ValueError as error:
-        raise _fail(key, str(error), f"write e.g. {key} = 64KiB") from None
-    if size < 1024:
-        raise _fail(key, f"{size} bytes cannot hold a session", f"write e.g. {key} = 64KiB")
-    return size
+        raise _fail(key, str(error), advice) from None
+    if not low <= value <= high:
+        raise _fail(key, f"{text} is out of range", advice)
+    return value
 
 
 def _networks(settings: dict, name: str) -> tuple:

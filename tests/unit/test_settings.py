@@ -6,7 +6,15 @@ import logging
 import pytest
 from pyramid.exceptions import ConfigurationError
 
-from session_expiry.settings import Policy, describe_duration, load, parse_duration
+from session_expiry.settings import (
+    PREFIX,
+    RANGES,
+    Policy,
+    describe_duration,
+    describe_size,
+    load,
+    parse_duration,
+)
 
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
 MINIMAL = {"session.type": "expiry:memory", "session_expiry.secret": SECRET}
@@ -394,3 +402,73 @@ def test_max_session_size_defaults_to_64_kib():
 def test_a_max_session_size_that_is_not_a_usable_size_stops_start_up(text):
     with pytest.raises(ConfigurationError, match=r"session_expiry\.max_session_size"):
         load(settings(session_expiry__max_session_size=text), environ={})
+
+
+# -- every duration, size and count has a range -------------------------------------------
+
+#: Settings beside each one that let the top of its range load (each is checked against
+#: the others elsewhere: warn_before < idle_timeout <= absolute_timeout, and so on).
+ROOMY = {"session_expiry.idle_timeout": "30d", "session_expiry.absolute_timeout": "400d",
+         "session_expiry.touch_interval": "1h"}
+#: The top of each range as an ini file writes it, and one step past it.
+TOPS = {
+    "idle_timeout": ("400d", "400d1s"), "absolute_timeout": ("400d", "401d"),
+    "warn_before": ("1d", "1d1s"), "touch_interval": ("1d", "86401"),
+    "retention": ("3660d", "3661d"), "sweep_interval": ("24h", "25h"),
+    "poll_interval": ("1d", "2d"), "max_session_size": ("16MiB", "16385KiB"),
+    "max_cookie_header": ("64KiB", "65537"),
+}
+
+
+def test_every_ranged_setting_has_a_top_under_test():
+    assert set(TOPS) == set(RANGES)
+
+
+@pytest.mark.parametrize("name", sorted(TOPS))
+def test_the_top_of_every_range_loads(name):
+    top, _ = TOPS[name]
+    _, policy = load({**MINIMAL, **ROOMY, PREFIX + name: top}, environ={})
+    assert getattr(policy, name) == RANGES[name][1]
+
+
+@pytest.mark.parametrize("name", sorted(TOPS))
+def test_one_step_past_the_top_of_a_range_stops_start_up_naming_the_setting_and_range(name):
+    _, past = TOPS[name]
+    low, high = RANGES[name]
+    with pytest.raises(ConfigurationError) as raised:
+        load({**MINIMAL, **ROOMY, PREFIX + name: past}, environ={})
+    message = str(raised.value)
+    assert message.startswith(f"session_expiry.{name}: {past} is out of range")
+    describe = {"max_session_size": describe_size,
+                "max_cookie_header": describe_size}.get(name, describe_duration)
+    assert f"write a value from {describe(low)} to {describe(high)}" in message
+
+
+@pytest.mark.parametrize("name", sorted(TOPS))
+def test_below_the_bottom_of_a_range_stops_start_up(name):
+    low, _ = RANGES[name]
+    below = f"{low - 1}" if name not in ("max_session_size", "max_cookie_header") \
+        else f"{low - 1}b"
+    with pytest.raises(ConfigurationError, match=rf"^session_expiry\.{name}: .*out of range"):
+        load({**MINIMAL, **ROOMY, PREFIX + name: below}, environ={})
+
+
+def test_an_absolute_timeout_of_three_million_days_stops_start_up():
+    """The finding: it started, then every sign-in on the SQL store raised 'year out of
+    range'."""
+    with pytest.raises(ConfigurationError,
+                       match=r"^session_expiry\.absolute_timeout: 3000000d is out of range; "
+                             r"write a value from 1 second to 400 days"):
+        load(settings(session_expiry__absolute_timeout="3000000d"), environ={})
+
+
+@pytest.mark.parametrize("name", ["idle_timeout", "max_session_size"])
+def test_a_value_written_in_thousands_of_digits_is_refused_before_it_is_parsed(name):
+    with pytest.raises(ConfigurationError, match=rf"^session_expiry\.{name}: .*too long"):
+        load(settings(**{f"session_expiry__{name}": "9" * 5000}), environ={})
+
+
+@pytest.mark.parametrize(("size", "words"), [(1024, "1 KiB"), (16 * 1024 * 1024, "16 MiB"),
+                                             (1000, "1000 bytes"), (1536, "1536 bytes")])
+def test_describe_size_names_whole_units(size, words):
+    assert describe_size(size) == words
