@@ -50,7 +50,7 @@ def clear_sessions(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         for table in ("session_outbox", "session_events", "sessions",
-                      "session_refusals"):
+                      "session_refusals", "session_failures"):
             conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (fixed names)
     engine.dispose()
 

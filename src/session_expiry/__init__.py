@@ -16,8 +16,13 @@
 - serves the session report, revoke, "your sessions" and ``/metrics``
   (``session_expiry.reports``), and a 404 page in the same layout.
 
-The host app brings the login view at ``session_expiry.login_url`` and calls
-``pyramid.security.remember(request, userid)`` there.
+- throttles password checks (the host's sign-in through ``check_password``,
+  the add-on's re-authentication) per account and per address, in the store
+  the farm shares: ``429`` with ``Retry-After`` (``TooManyTries``).
+
+The host app brings the login view at ``session_expiry.login_url``, checks the
+password there through ``session_expiry.check_password`` and calls
+``pyramid.security.remember(request, userid)``.
 """
 from __future__ import annotations
 
@@ -29,11 +34,14 @@ from . import settings as settings_module
 from .clock import resolve_clock
 from .events import announcer
 from .inputs import CookieReader
+from .passwords import TooManyTries, check_password
 from .reports.metrics import Metrics
 from .security import SessionSecurityPolicy
 from .stores.beaker import session_factory
 from .ticket import derive_secret
 from .tween import ExpirySetup, session_touch_deriver
+
+__all__ = ("TooManyTries", "check_password", "includeme")
 
 
 def main(global_config, **settings):

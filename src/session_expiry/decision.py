@@ -21,6 +21,7 @@ class Reason(StrEnum):
     LOGGED_OUT = "logged_out"
     REVOKED = "revoked"
     ENDED_BY_USER = "ended_by_user"
+    REAUTH_FAILED = "reauth_failed"  # the password was asked again, and wrong too often
     # Reasons a request is refused without a live session to end.
     TICKET_MISMATCH = "ticket_mismatch"
     TICKET_EXPIRED = "ticket_expired"

@@ -16,6 +16,7 @@ from pyramid.httpexceptions import (
     HTTPRequestEntityTooLarge,
     HTTPSeeOther,
     HTTPServiceUnavailable,
+    HTTPTooManyRequests,
     HTTPUnauthorized,
 )
 from pyramid.response import Response
@@ -156,6 +157,27 @@ def cookies_too_large(request, limit: int) -> Response:
                    f"Your browser sent more cookies than this site reads ({limit // 1024} KiB). "
                    "Nothing was changed. Clear this site's cookies in your browser, then try "
                    "again.", {"error": "cookie_header_too_large", "limit": limit})
+
+
+def wait_words(seconds: int) -> str:
+    """``"40 seconds"``, ``"5 minutes"``: a wait as a person reads it, rounded up."""
+    if seconds < 60:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = -(-seconds // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def too_many_tries_text(retry_after: int) -> str:
+    return (f"Too many wrong passwords. For your account's safety, wait "
+            f"{wait_words(retry_after)} and try again.")
+
+
+def too_many_tries_response(request, retry_after: int) -> Response:
+    """Password checks throttled: say how long to wait; nothing was checked."""
+    response = _answer(request, HTTPTooManyRequests, too_many_tries_text(retry_after),
+                       {"error": "too_many_tries", "retry_after": retry_after})
+    response.retry_after = retry_after
+    return response
 
 
 def too_large(request, limit: int) -> Response:

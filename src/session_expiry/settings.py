@@ -49,6 +49,7 @@ KNOWN = frozenset({
     "idle_timeout", "absolute_timeout", "warn_before", "touch_interval", "retention",
     "sweep_interval", "poll_interval", "activity_extends", "secret", "login_url",
     "expired_url", "clock", "metrics_scrapers", "max_session_size", "max_cookie_header",
+    "throttle_free_tries", "throttle_max_delay", "throttle_forget_after", "reauth_max_failures",
 })
 
 #: Paths the add-on serves itself: ``login_url`` and ``expired_url`` must not be one.
@@ -89,6 +90,10 @@ RANGES = {
     "poll_interval": (1, DAY),
     "max_session_size": (KIB, 16 * KIB * KIB),
     "max_cookie_header": (4 * KIB, 64 * KIB),  # a browser sends up to ~4 KiB a cookie
+    "throttle_free_tries": (1, 100),
+    "throttle_max_delay": (1, DAY),
+    "throttle_forget_after": (60, 30 * DAY),
+    "reauth_max_failures": (1, 100),
 }
 #: The longest text a duration, size or count may be written in.
 MAX_NUMBER_TEXT = 24
@@ -160,6 +165,13 @@ class Policy:
     max_session_size: int = 64 * 1024
     #: The longest Cookie header read (bytes); a longer one is answered with a 400.
     max_cookie_header: int = 16 * 1024
+    #: Password checks: failures in a row an account may make before it must wait (a
+    #: client's address: ten times as many); the longest wait; when failures are forgotten.
+    throttle_free_tries: int = 3
+    throttle_max_delay: int = 5 * 60
+    throttle_forget_after: int = 3600
+    #: Wrong passwords in a row that end the session they were entered in.
+    reauth_max_failures: int = 5
 
     def may_scrape(self, address: str | None) -> bool:
         """True when ``address`` (the client's, as the WSGI server gives it) may read /metrics."""
@@ -349,9 +361,31 @@ def load(settings: dict, environ=os.environ) -> tuple[dict, Policy]:
         cookie_path=str(beaker.get("cookie_path") or "/").strip(),
         max_session_size=_size(settings, "max_session_size", _DEFAULT.max_session_size),
         max_cookie_header=_size(settings, "max_cookie_header", _DEFAULT.max_cookie_header),
+        **_throttle(settings),
     )
     settings.update({"session." + k: v for k, v in beaker.items()})
     return settings, policy
+
+
+def _throttle(settings: dict) -> dict:
+    """The password throttle's settings (``session_expiry.throttle``)."""
+    throttle = {
+        "throttle_free_tries": _ranged(settings, "throttle_free_tries", _count,
+                                       _DEFAULT.throttle_free_tries),
+        "throttle_max_delay": _duration(settings, "throttle_max_delay",
+                                        _DEFAULT.throttle_max_delay),
+        "throttle_forget_after": _duration(settings, "throttle_forget_after",
+                                           _DEFAULT.throttle_forget_after),
+        "reauth_max_failures": _ranged(settings, "reauth_max_failures", _count,
+                                       _DEFAULT.reauth_max_failures),
+    }
+    if throttle["throttle_forget_after"] < throttle["throttle_max_delay"]:
+        raise _fail(PREFIX + "throttle_forget_after",
+                    f"{throttle['throttle_forget_after']}s is shorter than throttle_max_delay "
+                    f"({throttle['throttle_max_delay']}s), so a guesser's failures would be "
+                    "forgotten before the longest wait is over",
+                    "write a throttle_forget_after at least as long as throttle_max_delay")
+    return throttle
 
 
 def _pages(settings: dict) -> tuple[str, str]:
@@ -410,9 +444,15 @@ def describe_size(size: int) -> str:
     return f"{size} bytes"
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(text)
+
+
 #: How each kind of ranged setting is read, written in a message, and exemplified.
 _KINDS = {parse_duration: (describe_duration, "20m"), parse_size: (describe_size, "64KiB"),
-}
+          _count: (str, "5")}
 
 
 def _ranged(settings: dict, name: str, parse, default):

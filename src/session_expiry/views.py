@@ -11,6 +11,7 @@ from pyramid.view import forbidden_view_config, notfound_view_config, view_confi
 
 from .decision import Reason
 from .inputs import BadField, text_field
+from .passwords import TooManyTries
 from .redirects import safe_path
 from .responses import (
     RequestKind,
@@ -18,6 +19,7 @@ from .responses import (
     forbidden,
     kind_of,
     refusal,
+    too_many_tries_response,
     unavailable,
     with_query,
 )
@@ -40,6 +42,8 @@ def reason_text(reason: str | None, policy) -> str:
         Reason.LOGGED_OUT: "You signed out in another tab or window.",
         Reason.REVOKED: "An administrator ended your session.",
         Reason.ENDED_BY_USER: "You signed out this session from another device.",
+        Reason.REAUTH_FAILED: "We signed you out because the password was entered wrongly "
+        "too many times in this session. If that was not you, change your password.",
         Reason.TICKET_MISMATCH: "Your sign-in did not match this session, so we signed "
         "you out to keep your account safe.",
         Reason.TICKET_EXPIRED: "Your sign-in expired.",
@@ -94,6 +98,12 @@ def bad_csrf_token(exc, request):
         return HTTPBadRequest("This form has expired or did not come from this site. "
                               "Go back, reload the page and send it again.")
     return HTTPBadRequest(json_body={"error": "bad_csrf_token"}, content_type="application/json")
+
+
+@view_config(context=TooManyTries, permission=NO_PERMISSION_REQUIRED)
+def too_many_tries(exc, request):
+    """A password check refused before it was made (the view did not answer it itself)."""
+    return too_many_tries_response(request, exc.retry_after)
 
 
 @view_config(context=BadField, permission=NO_PERMISSION_REQUIRED)

@@ -19,7 +19,8 @@ from session_expiry.stores.sql import SqlStore
 from tests.conftest import ROOT, login, seed_users
 
 BIN = Path(sys.executable).parent
-TABLES = {"users", "sessions", "session_events", "session_outbox", "session_refusals"}
+TABLES = {"users", "sessions", "session_events", "session_outbox", "session_refusals",
+          "session_failures"}
 _databases = itertools.count(1)
 
 

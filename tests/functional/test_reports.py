@@ -281,13 +281,14 @@ def test_summary_counts_active_started_ended_lengths_and_the_sweeper_lag(quiet_a
         "Sweeper lag": "1 min",
     }
     assert counts(page, "data-reason") == {"idle_timeout": 1, "absolute_timeout": 1,
-                                           "logged_out": 2, "revoked": 1, "ended_by_user": 1}
+                                           "logged_out": 2, "revoked": 1, "ended_by_user": 1,
+                                           "reauth_failed": 0}
     histogram = page.html.select("figure.chart")[1].select("details tbody td")
     assert [int(cell.get_text()) for cell in histogram] == [0, 3, 2, 1, 0, 0, 0, 0]
     hours = page.html.select("figure.chart")[0].select("details tbody tr")
     assert len(hours) == 24
     last_hour = [int(cell.get_text()) for cell in hours[-1].select("td")]
-    assert last_hour == [1, 1, 2, 1, 1]  # all six ended in the last hour, by reason
+    assert last_hour == [1, 1, 2, 1, 1, 0]  # all six ended in the last hour, by reason
 
 
 def test_summary_counts_refused_requests_by_reason(app, app_database_url):

@@ -105,13 +105,13 @@ CASES = [
     *[
         (f"tombstone_{reason}_with_bound_ticket_returns_{reason}", ticket(), KEY,
          tombstone(reason), NOW, ended(Reason(reason)))
-        for reason in ("logged_out", "revoked", "ended_by_user", "idle_timeout",
+        for reason in ("logged_out", "revoked", "ended_by_user", "reauth_failed", "idle_timeout",
                        "absolute_timeout")
     ],
     *[
         (f"tombstone_{reason}_without_ticket_returns_{reason}", None, KEY,
          tombstone(reason), NOW, ended(Reason(reason)))
-        for reason in ("logged_out", "revoked", "ended_by_user", "idle_timeout",
+        for reason in ("logged_out", "revoked", "ended_by_user", "reauth_failed", "idle_timeout",
                        "absolute_timeout")
     ],
     ("tombstone_past_its_deadlines_is_not_ended_again", ticket(issued=NOW - 5000), KEY,

@@ -409,14 +409,16 @@ def test_a_max_session_size_that_is_not_a_usable_size_stops_start_up(text):
 #: Settings beside each one that let the top of its range load (each is checked against
 #: the others elsewhere: warn_before < idle_timeout <= absolute_timeout, and so on).
 ROOMY = {"session_expiry.idle_timeout": "30d", "session_expiry.absolute_timeout": "400d",
-         "session_expiry.touch_interval": "1h"}
+         "session_expiry.touch_interval": "1h", "session_expiry.throttle_forget_after": "30d"}
 #: The top of each range as an ini file writes it, and one step past it.
 TOPS = {
     "idle_timeout": ("400d", "400d1s"), "absolute_timeout": ("400d", "401d"),
     "warn_before": ("1d", "1d1s"), "touch_interval": ("1d", "86401"),
     "retention": ("3660d", "3661d"), "sweep_interval": ("24h", "25h"),
     "poll_interval": ("1d", "2d"), "max_session_size": ("16MiB", "16385KiB"),
-    "max_cookie_header": ("64KiB", "65537"),
+    "max_cookie_header": ("64KiB", "65537"), "throttle_free_tries": ("100", "101"),
+    "throttle_max_delay": ("1d", "1d1s"), "throttle_forget_after": ("30d", "31d"),
+    "reauth_max_failures": ("100", "101"),
 }
 
 
@@ -439,8 +441,9 @@ def test_one_step_past_the_top_of_a_range_stops_start_up_naming_the_setting_and_
         load({**MINIMAL, **ROOMY, PREFIX + name: past}, environ={})
     message = str(raised.value)
     assert message.startswith(f"session_expiry.{name}: {past} is out of range")
-    describe = {"max_session_size": describe_size,
-                "max_cookie_header": describe_size}.get(name, describe_duration)
+    describe = {"max_session_size": describe_size, "max_cookie_header": describe_size,
+                "throttle_free_tries": str, "reauth_max_failures": str}.get(name,
+                                                                              describe_duration)
     assert f"write a value from {describe(low)} to {describe(high)}" in message
 
 
@@ -462,7 +465,7 @@ def test_an_absolute_timeout_of_three_million_days_stops_start_up():
         load(settings(session_expiry__absolute_timeout="3000000d"), environ={})
 
 
-@pytest.mark.parametrize("name", ["idle_timeout", "max_session_size"])
+@pytest.mark.parametrize("name", ["idle_timeout", "max_session_size", "reauth_max_failures"])
 def test_a_value_written_in_thousands_of_digits_is_refused_before_it_is_parsed(name):
     with pytest.raises(ConfigurationError, match=rf"^session_expiry\.{name}: .*too long"):
         load(settings(**{f"session_expiry__{name}": "9" * 5000}), environ={})

@@ -260,7 +260,7 @@ def expected_summary() -> Summary:
     return Summary(
         now=NOW, active=2, started=8,
         ended_by_reason={"idle_timeout": 1, "absolute_timeout": 1, "logged_out": 1,
-                         "revoked": 1, "ended_by_user": 1},
+                         "revoked": 1, "ended_by_user": 1, "reauth_failed": 0},
         refused_by_reason={"ticket_mismatch": 2, "ticket_expired": 0, "session_lost": 1},
         ends_per_hour=per_hour,
         # lengths 30, 100, 600, 900, 3600

@@ -16,6 +16,7 @@ import shutil
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 
 from session_expiry.clock import FrozenClock
 from session_expiry.events import SessionEnded
-from session_expiry.settings import Policy
+from session_expiry.settings import RANGES, Policy, load
 from session_expiry.stores import EMPTY, SessionData, StoreUnavailable, SweepResult, session_key
 from session_expiry.stores.beaker import JudgedSession
 from session_expiry.stores.memory import MemoryStore
@@ -36,6 +37,7 @@ from session_expiry.stores.sql import (
     session_outbox,
     sessions,
 )
+from session_expiry.throttle import keys_for
 from tests.conftest import clear_sessions, migrate
 from tests.postgres import free_port
 
@@ -1221,7 +1223,9 @@ def test_prune_deletes_old_notified_events_with_their_tombstones_in_batches(stor
 
     # the 5 old notified events (each its session's tombstone); KEY2's waits to be sent
     assert pruned == 5
-    assert Counter(deletes) == {"session_events": 3}, "batches of at most 2"
+    # and one statement forgets old password failures (none here)
+    assert Counter(deletes) == {"session_events": 3, "session_failures": 1}, \
+        "batches of at most 2"
     assert all(store.get(key) is None for key in old)
     assert store.get(KEY) is not None, "a younger tombstone stays"
     assert store.get(session_key("open")).is_open
@@ -1540,3 +1544,106 @@ def test_each_batch_of_a_sweep_claims_from_where_the_last_one_reached(make):
     reached = [datetime.fromtimestamp(T0 + 10 * i + IDLE, UTC) for i in range(4)]
     assert [end for _, end in claims] == [*reached, None]
     assert [start for start, _ in claims] == [datetime.fromtimestamp(0, UTC), *reached]
+
+
+# -- password throttling: the counts the farm shares ----------------------------------------
+
+def throttle_keys(free_tries=3, account="alice", address="192.0.2.7"):
+    policy = Policy(secret="x" * 40, throttle_free_tries=free_tries)
+    return keys_for(policy, account=account, address=address)
+
+
+def test_claims_count_tries_until_the_account_must_wait(store):
+    keys = throttle_keys()
+    answers = [store.claim_try(keys, T0 + i) for i in range(5)]
+    assert [answer.wait for answer in answers] == [0, 0, 0, 14, 13]  # 15 s from T0 + 2
+    assert answers[3].scope == "account"
+    assert answers[2].counts == answers[4].counts == {key.name: 3 for key in keys}, \
+        "a throttled claim counts nothing"
+    assert store.claim_try(keys, T0 + 2 + 15).allowed
+
+
+def test_a_right_password_gives_back_the_accounts_run_and_the_addresss_try(store):
+    keys = throttle_keys()
+    for i in range(3):
+        store.claim_try(keys, T0 + i)
+    store.release_try(keys)
+    answer = store.claim_try(keys, T0 + 3)
+    account, address = keys
+    assert answer.allowed and answer.counts == {account.name: 1, address.name: 3}
+
+
+def test_another_account_from_the_same_address_is_not_throttled_by_the_first(store):
+    for i in range(3):
+        store.claim_try(throttle_keys(), T0 + i)
+    assert not store.claim_try(throttle_keys(), T0 + 3).allowed
+    assert store.claim_try(throttle_keys(account="bob"), T0 + 3).allowed
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_two_stores_on_one_database_count_the_same_tries(make):
+    one, two = make(), make()
+    keys = throttle_keys()
+    for i, store in enumerate((one, two, one)):
+        assert store.claim_try(keys, T0 + i).allowed
+    assert two.claim_try(keys, T0 + 3).wait == 14  # the third try was counted at T0 + 2
+
+
+def test_tries_claimed_at_once_are_each_counted(make, kind):
+    """A hundred guesses sent at once are a hundred tries, not one (on SQL: sent to two
+    app servers)."""
+    stores = [make() for _ in range(1 if kind == "memory" else 2)]
+    keys = throttle_keys(free_tries=100)
+    barrier = threading.Barrier(8)
+    answers, errors = [], []
+
+    def guesser(store):
+        barrier.wait()
+        try:
+            for _ in range(3):
+                answers.append(store.claim_try(keys, T0))
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=guesser, args=(stores[i % len(stores)],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    assert sorted(answer.counts[keys[0].name] for answer in answers) == list(range(1, 25))
+
+
+def failures_kept(store) -> int:
+    """How many keys' failures the store holds."""
+    if isinstance(store, MemoryStore):
+        return len(store._failures)
+    with store.engine.connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM session_failures")).scalar()
+
+
+def test_a_sweep_forgets_failures_past_throttle_forget_after(make, ends):
+    store = make(on_end=ends, policy=replace(POLICY, throttle_forget_after=600))
+    store.claim_try(throttle_keys(account="alice"), T0)
+    store.claim_try(throttle_keys(account="bob", address="192.0.2.8"), T0 + 100)
+    store.sweep(T0 + 599)
+    assert failures_kept(store) == 4
+    store.sweep(T0 + 600)
+    assert failures_kept(store) == 2, "alice's account and address are forgotten"
+    store.sweep(T0 + 700)
+    assert failures_kept(store) == 0
+
+
+def test_a_policy_at_the_top_of_every_range_holds_in_the_store(make, ends):
+    """Every deadline a setting in range can make is a date every store holds."""
+    _, policy = load({"session.type": "expiry:memory", "session_expiry.secret": "x" * 40,
+                      **{f"session_expiry.{name}": str(high)
+                         for name, (_, high) in RANGES.items()}}, environ={})
+    store = make(on_end=ends, policy=policy)
+    store.open(KEY, "42", T0)
+    store.touch(KEY, T0 + policy.touch_interval)
+    assert store.claim_try(throttle_keys(), T0).allowed
+    ended = sweep(store, ends, T0 + policy.absolute_timeout)
+    assert [event.reason for event in ended] == ["absolute_timeout"]
+    store.sweep(T0 + policy.absolute_timeout + policy.retention)
+    assert store.get(KEY) is None

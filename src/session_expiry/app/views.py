@@ -8,8 +8,9 @@ from pyramid.security import NO_PERMISSION_REQUIRED, remember
 from pyramid.view import view_config
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from ..passwords import TooManyTries, check_password
 from ..redirects import safe_path
-from ..responses import unavailable
+from ..responses import too_many_tries_text, unavailable
 from ..views import form_text
 from .models import authenticate
 
@@ -40,12 +41,18 @@ def login(request):
     came_from = request.POST.get("came_from")
     came_from = safe_path(came_from if isinstance(came_from, str) else None)
     username = form_text(request, "username", USERNAME_LENGTH).strip()
-    user = authenticate(request.dbsession, username,
-                        form_text(request, "password", PASSWORD_LENGTH))
+    password = form_text(request, "password", PASSWORD_LENGTH)
+    form = {"came_from": came_from, "username": username, "logged_out": False}
+    try:
+        user = check_password(request, username,
+                              lambda: authenticate(request.dbsession, username, password))
+    except TooManyTries as refusal:
+        request.response.status = 429
+        request.response.retry_after = refusal.retry_after
+        return {**form, "error": too_many_tries_text(refusal.retry_after)}
     if user is None:
         request.response.status = 400
-        return {"came_from": came_from, "username": username, "logged_out": False,
-                "error": "That username and password do not match."}
+        return {**form, "error": "That username and password do not match."}
     remember(request, str(user.id))
     return HTTPSeeOther(location=came_from)
 

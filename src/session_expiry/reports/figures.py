@@ -22,7 +22,7 @@ HOURS = WINDOW // HOUR
 
 #: Reasons a session ends, in the order the report shows them.
 END_REASONS = (Reason.IDLE_TIMEOUT, Reason.ABSOLUTE_TIMEOUT, Reason.LOGGED_OUT,
-               Reason.REVOKED, Reason.ENDED_BY_USER)
+               Reason.REVOKED, Reason.ENDED_BY_USER, Reason.REAUTH_FAILED)
 #: Reasons a request is refused without a live session to end (counted, not sessions).
 REFUSAL_REASONS = (Reason.TICKET_MISMATCH, Reason.TICKET_EXPIRED, Reason.SESSION_LOST)
 

@@ -59,9 +59,27 @@ class Metrics:
                                "(this process).", ["reason"], registry=self.registry)
         for reason in REFUSAL_REASONS:
             self.refused.labels(str(reason))  # every reason shows, zero included
+        self.throttled = Counter(f"{PREFIX}_password_checks_throttled",
+                                 "Password checks refused before they were made (429), by "
+                                 "check (sign_in, reauth) and by what had to wait (account, "
+                                 "address) (this process).", ["check", "scope"],
+                                 registry=self.registry)
+        self.password_failures = Counter(f"{PREFIX}_password_failures",
+                                         "Wrong passwords, by check (sign_in, reauth) (this "
+                                         "process).", ["check"], registry=self.registry)
+        for check in ("sign_in", "reauth"):
+            self.password_failures.labels(check)
+            for scope in ("account", "address"):
+                self.throttled.labels(check, scope)
         self.sweep_duration = Histogram(
             f"{PREFIX}_sweep_duration_seconds", "Duration of this process's sweeps.",
             buckets=(.01, .05, .1, .5, 1, 5, 10, 30, 60), registry=self.registry)
+
+    def count_throttled(self, check: str, scope: str) -> None:
+        self.throttled.labels(check, scope).inc()
+
+    def count_password_failure(self, check: str) -> None:
+        self.password_failures.labels(check).inc()
 
     def count_refusal(self, reason: str) -> None:
         self.refused.labels(str(reason)).inc()

@@ -14,6 +14,9 @@ from pyramid.view import view_config
 
 from ..decision import Reason
 from ..inputs import peer_address, text_field
+from ..passwords import TooManyTries, reauthenticate
+from ..responses import refusal as refusal_response
+from ..responses import too_many_tries_response
 from ..security import ADMIN
 from ..settings import describe_duration
 from . import charts
@@ -313,13 +316,28 @@ def account_end(request):
 
 
 @view_config(route_name="session_expiry.account_end_others", request_method="POST",
-             require_csrf=True, renderer="session_expiry:templates/reports/account_sessions.jinja2")
+             require_csrf=True, session_touch=False,
+             renderer="session_expiry:templates/reports/account_sessions.jinja2")
 def account_end_others(request):
-    """Sign out every other session, after the password is entered again (ASVS 3.3.4)."""
+    """Sign out every other session, after the password is entered again (ASVS 3.3.4).
+
+    Throttled as a sign-in is, under the same account (``reauthenticate``; the account is
+    the name the user directory gives, in the demo the one a user signs in with); a wrong
+    password is not activity, and ``reauth_max_failures`` in a row end this session.
+    """
     expiry = request.session_expiry
     password = text_field(request.POST, "password", PASSWORD_LENGTH)
-    verified = user_directory(request).verify_password(request, expiry.userid, password) \
-        if password else False
+    directory = user_directory(request)
+    account = _names(request, [expiry.userid])[expiry.userid]
+    try:
+        verified = reauthenticate(
+            request, account,
+            lambda: directory.verify_password(request, expiry.userid, password)) \
+            if password else False
+    except TooManyTries as refusal:
+        return too_many_tries_response(request, refusal.retry_after)
+    if not expiry.active:  # too many wrong passwords: this session has ended
+        return refusal_response(request, expiry.policy, expiry.reason)
     if not verified:
         request.response.status = 400
         return account_sessions(request, error=(

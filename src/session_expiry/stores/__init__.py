@@ -19,6 +19,7 @@ from typing import Protocol
 
 from ..events import SessionEnded
 from ..reports.figures import ActiveQuery, EndsQuery, Page, Summary
+from ..throttle import Claim, Key
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,19 @@ class SessionStore(Protocol):
         recently seen first."""
 
     def sweep(self, now: int) -> SweepResult:
-        """End every overdue open session; prune tombstones past retention."""
+        """End every overdue open session; prune tombstones past retention (and password
+        failures past ``throttle_forget_after``)."""
+
+    # -- password throttling (``session_expiry.throttle``) --------------------------
+
+    def claim_try(self, keys: tuple[Key, ...], now: int) -> Claim:
+        """Claim one password try under every key at once, atomically across the farm
+        (:func:`~session_expiry.throttle.claim` decides): counted on each key, or, when a
+        key must wait, nothing counted and the wait returned."""
+
+    def release_try(self, keys: tuple[Key, ...]) -> None:
+        """The password was right: take back what the claim counted
+        (:func:`~session_expiry.throttle.released`)."""
 
     # -- the report (``session_expiry.reports``) --------------------------------
 

@@ -30,6 +30,7 @@ from ..reports.figures import (
     summarize,
 )
 from ..settings import Policy
+from ..throttle import Failures, claim, released
 from . import (
     EMPTY,
     OnEnd,
@@ -69,6 +70,7 @@ class MemoryStore:
         self._by_user: defaultdict[str, set[str]] = defaultdict(set)  # open keys per user
         self._recent_ends: deque[SessionEnded] = deque(maxlen=RECENT_ENDS)  # oldest first
         self._refusals: Counter = Counter()  # (hour, reason) -> requests
+        self._failures: dict[str, Failures] = {}  # password failures, by hashed key name
         self._sweeper: SweepThread | None = None
 
     # -- the protocol ---------------------------------------------------------
@@ -161,10 +163,29 @@ class MemoryStore:
                 pruned += self._entries.pop(key, None) is not None
             for bucket in [bucket for bucket in self._refusals if bucket[0] <= horizon]:
                 del self._refusals[bucket]
+            forgotten = now - self.policy.throttle_forget_after
+            for name in [name for name, kept in self._failures.items() if kept.last <= forgotten]:
+                del self._failures[name]
         for event in ended:
             report(self.on_end, event)
         return SweepResult(ended=Counter(event.reason for event in ended), notified=len(ended),
                            pruned=pruned, seconds=time.monotonic() - started)
+
+    def claim_try(self, keys, now):
+        with self._lock:
+            answer, stored = claim(keys, {key.name: self._failures.get(key.name)
+                                          for key in keys}, now)
+            self._failures.update(stored)
+        return answer
+
+    def release_try(self, keys):
+        with self._lock:
+            for key in keys:
+                kept = released(key, self._failures.get(key.name))
+                if kept is None:
+                    self._failures.pop(key.name, None)
+                else:
+                    self._failures[key.name] = kept
 
     def close(self):
         if self._sweeper is not None:

@@ -54,6 +54,7 @@ from ..reports.figures import (
     summarize,
 )
 from ..settings import Policy
+from ..throttle import Failures, claim, released
 from . import (
     EMPTY,
     MAX_WRITE_ATTEMPTS,
@@ -151,6 +152,14 @@ session_refusals = sa.Table(
     sa.Column("hour", UTCDateTime, primary_key=True),
     sa.Column("reason", sa.String(32), primary_key=True),
     sa.Column("count", sa.BigInteger, nullable=False),
+)
+
+#: Password failures in a row, by hashed key (``session_expiry.throttle``): shared by the farm.
+session_failures = sa.Table(
+    "session_failures", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("last", UTCDateTime, nullable=False),
 )
 
 # No index covers a column a touch changes (touches stay HOT updates).
@@ -558,6 +567,38 @@ class SqlStore:
         result.seconds = time.monotonic() - started
         return result
 
+    # -- password throttling ---------------------------------------------------
+
+    def claim_try(self, keys, now):
+        with self._begin() as conn:
+            answer, stored = claim(keys, self._failures(conn, keys), now)
+            for name, kept in stored.items():
+                conn.execute(session_failures.update().where(session_failures.c.name == name)
+                             .values(count=kept.count, last=at(kept.last)))
+        return answer
+
+    def release_try(self, keys):
+        with self._begin() as conn:
+            failures = self._failures(conn, keys)
+            for key in keys:
+                kept = released(key, failures[key.name])
+                which = session_failures.c.name == key.name
+                conn.execute(session_failures.delete().where(which) if kept is None else
+                             session_failures.update().where(which).values(count=kept.count))
+
+    def _failures(self, conn, keys) -> dict[str, Failures | None]:
+        """The keys' failures, their rows locked until the transaction ends (SQLite: the
+        write transaction itself is the lock). A key without a row gets one first (count 0,
+        forgotten long ago), so that two first tries at once lock the same row."""
+        names = sorted({key.name for key in keys})  # one order: no deadlock between claims
+        insert = (postgresql_insert if self._row_locks else sqlite_insert)(session_failures)
+        conn.execute(insert.on_conflict_do_nothing(index_elements=["name"]),
+                     [{"name": name, "count": 0, "last": at(0)} for name in names])
+        rows = conn.execute(sa.select(session_failures).where(session_failures.c.name.in_(names))
+                            .order_by(session_failures.c.name).with_for_update())
+        found = {row.name: Failures(row.count, seconds(row.last)) for row in rows}
+        return {name: found.get(name) for name in names}
+
     # -- the report ------------------------------------------------------------
 
     def count_refusal(self, reason, now):
@@ -775,10 +816,13 @@ class SqlStore:
 
     def prune(self, now: int, batch: int = 500) -> int:
         """Delete the events (tombstones) older than ``retention`` once they were sent, in
-        batches."""
+        batches; and password failures past ``throttle_forget_after``."""
         events = session_events.c
         old = sa.and_(events.at <= at(now - self.policy.retention),
                       ~sa.exists().where(session_outbox.c.event_id == events.id))  # sent
+        with self._begin() as conn:  # a few small rows: forgotten in one statement
+            conn.execute(session_failures.delete().where(
+                session_failures.c.last <= at(now - self.policy.throttle_forget_after)))
         pruned = 0
         while True:
             with self._begin() as conn:
