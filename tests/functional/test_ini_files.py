@@ -1,46 +1,23 @@
 """The shipped ini files start as they are."""
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
 import pytest
 from pyramid.exceptions import ConfigurationError
 from pyramid.paster import get_app, get_appsettings
-from waitress import wasyncore
-from waitress.server import create_server
 from webtest import TestApp
 
 from tests.conftest import PAGE, ROOT, migrate, seed_users
 from tests.farm.conftest import Browser
-
-
-def serve(app):
-    """Serve ``app`` with waitress on a free loopback port; returns (base_url, stop)."""
-    server = create_server(app, host="127.0.0.1", port=0, threads=2)
-    port = server.effective_port
-    stopping = threading.Event()
-
-    def run():  # waitress's own run() cannot be stopped from another thread cleanly
-        while not stopping.is_set():
-            wasyncore.loop(timeout=0.05, map=server._map, count=1)
-        server.close()
-        server.task_dispatcher.shutdown()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-
-    def stop():
-        stopping.set()
-        thread.join(timeout=5)
-
-    return f"http://127.0.0.1:{port}", stop
+from tests.wsgi_server import serve
 
 
 def test_development_ini_as_shipped_starts_and_serves_the_login_page():
     app = get_app(str(ROOT / "development.ini"))
-    base, stop = serve(app)
+    port, stop = serve(app)
+    base = f"http://127.0.0.1:{port}"
     try:
         with urllib.request.urlopen(base + "/login", timeout=5) as response:
             body = response.read().decode()
@@ -153,7 +130,8 @@ def test_development_ini_and_a_copy_with_the_other_store_pass_the_same_story(
         subprocess.run([f"{bin_dir}/{command[0]}", *command[1:]], input="alice-password\n",
                        check=True, capture_output=True, text=True, timeout=120)
     app = get_app(ini)
-    base, stop = serve(app)
+    port, stop = serve(app)
+    base = f"http://127.0.0.1:{port}"
     try:
         story(base, app.registry.session_expiry.store)
     finally:

@@ -13,18 +13,16 @@ import configparser
 import http.client
 import http.cookies
 import re
-import threading
 import urllib.parse
 import uuid
 
 import pytest
 from pyramid.paster import get_app
 from sqlalchemy import create_engine, text
-from waitress import wasyncore
-from waitress.server import create_server
 
-from tests.conftest import FETCH, PAGE, ROOT, SECRET, migrate, seed_users
+from tests.conftest import FETCH, PAGE, ROOT, SECRET
 from tests.nginx import Nginx
+from tests.wsgi_server import serve
 
 PROXY = "127.0.0.1"
 SCRAPER = "127.0.0.2"
@@ -61,36 +59,6 @@ def readme_example_scrapers() -> str:
 # -- the servers ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def database_url(tmp_path_factory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('proxy') / 'app.sqlite'}"
-    migrate(url)
-    seed_users(url)
-    return url
-
-
-def serve(app, **settings) -> tuple[int, callable]:
-    """Serve ``app`` with waitress on a free loopback port with ``settings``; (port, stop)."""
-    server = create_server(app, host="127.0.0.1", port=0, threads=2, channel_timeout=10,
-                           **settings)
-    stopping = threading.Event()
-
-    def run():  # waitress's own run() cannot be stopped from another thread cleanly
-        while not stopping.is_set():
-            wasyncore.loop(timeout=0.05, map=server._map, count=1)
-        server.close()
-        server.task_dispatcher.shutdown()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-
-    def stop():
-        stopping.set()
-        thread.join(timeout=5)
-
-    return server.effective_port, stop
-
-
-@pytest.fixture(scope="module")
 def waitress_port(tmp_path_factory, database_url):
     """``waitress_port(scrapers)``: the port of production.ini's app with ``metrics_scrapers``,
     served with production.ini's proxy settings (one server per list, kept for the module)."""
@@ -104,7 +72,7 @@ def waitress_port(tmp_path_factory, database_url):
                 f"session_expiry.secret = {SECRET}\n"
                 f"session_expiry.metrics_scrapers = {scrapers}\n", 1))
             app = get_app(str(ini))
-            port, stop = serve(app, **server_settings())
+            port, stop = serve(app, channel_timeout=10, **server_settings())
             started[scrapers] = (port, stop, app)
         return started[scrapers][0]
 
