@@ -42,7 +42,7 @@ setup(
     install_requires=requires,
     extras_require={"testing": tests_require},
     entry_points={
-        "paste.app_factory": ["main = session_expiry:main"],
+        "paste.app_factory": ["main = session_expiry.app:make_app"],  # the demo (pserve)
         "beaker.backends": [
             "expiry:memory = session_expiry.stores.beaker:StoreNamespace",
             "expiry:sql = session_expiry.stores.beaker:StoreNamespace",

@@ -36,8 +36,8 @@ from tests.conftest import migrate
 from tests.postgres import PostgresServer
 
 from benchmarks.figures import Figure
-from session_expiry.reports.figures import ActiveQuery, ActiveSort, EndsQuery
 from session_expiry.settings import Policy
+from session_expiry.stores.readmodel import ActiveQuery, ActiveSort, EndsQuery
 from session_expiry.stores.sql import SqlStore, engine_for
 
 #: The fixed "now" of every measurement: the end of the data.

@@ -34,21 +34,14 @@ from . import settings as settings_module
 from .clock import resolve_clock
 from .events import announcer
 from .inputs import CookieReader
+from .metrics import Metrics
 from .passwords import TooManyTries, check_password
-from .reports.metrics import Metrics
 from .security import SessionSecurityPolicy
 from .stores.beaker import session_factory
 from .ticket import derive_secret
-from .tween import ExpirySetup, session_touch_deriver
+from .tween import ExpirySetup, session_expiry, session_touch_deriver
 
 __all__ = ("TooManyTries", "check_password", "includeme")
-
-
-def main(global_config, **settings):
-    """The Paste app factory of the demo application (``pserve development.ini``)."""
-    from .app import make_app
-
-    return make_app(global_config, **settings)
 
 
 class TextCSRFStoragePolicy(CookieCSRFStoragePolicy):
@@ -93,7 +86,8 @@ def includeme(config):
         cookies=CookieReader(policy.ticket_cookie, policy.session_cookie, ticket_secret,
                              cookie_secret, policy.max_cookie_header),
     )
-    config.set_session_factory(session_factory(**beaker, secret=cookie_secret, store=store))
+    config.set_session_factory(session_factory(session_expiry, **beaker, secret=cookie_secret,
+                                              store=store))
     config.set_csrf_storage_policy(TextCSRFStoragePolicy(
         cookie_name=policy.csrf_cookie, secure=policy.cookie_secure, httponly=True,
         samesite=policy.cookie_samesite, domain=policy.cookie_domain, path=policy.cookie_path))

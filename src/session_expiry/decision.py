@@ -10,8 +10,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .record import SessionRecord
     from .settings import Policy
-    from .stores import SessionRecord
 
 
 class Reason(StrEnum):
@@ -26,6 +26,13 @@ class Reason(StrEnum):
     TICKET_MISMATCH = "ticket_mismatch"
     TICKET_EXPIRED = "ticket_expired"
     SESSION_LOST = "session_lost"
+
+
+#: Reasons a session ends, in the order the report shows them.
+END_REASONS = (Reason.IDLE_TIMEOUT, Reason.ABSOLUTE_TIMEOUT, Reason.LOGGED_OUT,
+               Reason.REVOKED, Reason.ENDED_BY_USER, Reason.REAUTH_FAILED)
+#: Reasons a request is refused without a live session to end (counted, not sessions).
+REFUSAL_REASONS = (Reason.TICKET_MISMATCH, Reason.TICKET_EXPIRED, Reason.SESSION_LOST)
 
 
 class State(StrEnum):

@@ -23,8 +23,7 @@ from ipaddress import ip_address
 from beaker.session import SignedCookie
 
 from .decision import Ticket
-from .stores import session_key
-from .stores.beaker import SESSION_ID_BYTES
+from .record import SESSION_ID_BYTES, session_key
 from .ticket import read_ticket
 
 log = logging.getLogger(__name__)

@@ -20,11 +20,19 @@ from dataclasses import dataclass
 
 from pyramid.csrf import new_csrf_token
 
-from .decision import ACTIVE, Reason, State, Verdict, decide, ending_reason, ticket_binding
+from .decision import (
+    ACTIVE,
+    REFUSAL_REASONS,
+    Reason,
+    State,
+    Verdict,
+    decide,
+    ending_reason,
+    ticket_binding,
+)
 from .inputs import CookieReader, parameters_readable, peer_address, user_agent
+from .metrics import Metrics
 from .redirects import safe_path
-from .reports.figures import REFUSAL_REASONS
-from .reports.metrics import Metrics
 from .responses import cookies_too_large, too_large, unavailable, unreadable, with_query
 from .settings import Policy, describe_duration
 from .stores import SessionRecord, SessionStore, StoreUnavailable, session_key

@@ -15,10 +15,10 @@ from webtest import TestApp
 
 from session_expiry.decision import ticket_binding
 from session_expiry.reports.directory import IUserDirectory
-from session_expiry.reports.figures import PAGE_SIZE
 from session_expiry.reports.views import EXPORT_BATCH
 from session_expiry.stores import session_key
 from session_expiry.stores.beaker import new_session_id
+from session_expiry.stores.readmodel import PAGE_SIZE
 from session_expiry.ticket import build_ticket
 from tests.conftest import (
     FETCH,

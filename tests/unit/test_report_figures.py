@@ -11,7 +11,7 @@ from bs4 import BeautifulSoup
 from session_expiry.reports import charts
 from session_expiry.reports.devices import describe_device
 from session_expiry.reports.export import all_pages, csv_stream, neutralise
-from session_expiry.reports.figures import (
+from session_expiry.stores.readmodel import (
     END_REASONS,
     HOUR,
     HOURS,

@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from session_expiry.events import SessionEnded
-from session_expiry.reports.figures import (
+from session_expiry.stores import session_key
+from session_expiry.stores.readmodel import (
     END_REASONS,
     HOUR,
     HOURS,
@@ -24,7 +25,6 @@ from session_expiry.reports.figures import (
     EndsQuery,
     Summary,
 )
-from session_expiry.stores import session_key
 from tests.conftest import clear_sessions, migrate
 from tests.unit import test_stores
 from tests.unit.test_stores import ABSOLUTE, IDLE, SQL_KINDS, T0, raw

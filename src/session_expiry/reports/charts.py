@@ -10,7 +10,8 @@ import pygal
 from markupsafe import Markup
 from pygal.style import Style
 
-from .figures import END_REASONS, HOUR, HOURS, LENGTH_LABELS, Summary
+from ..decision import END_REASONS
+from ..stores.readmodel import HOUR, HOURS, LENGTH_LABELS, Summary
 
 #: One colour per end reason; distinguishable with the common colour-vision deficiencies.
 REASON_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7")

@@ -19,11 +19,7 @@ from ..responses import refusal as refusal_response
 from ..responses import too_many_tries_response
 from ..security import ADMIN
 from ..settings import describe_duration
-from . import charts
-from .devices import describe_device
-from .directory import user_directory
-from .export import all_pages, csv_stream
-from .figures import (
+from ..stores.readmodel import (
     END_REASONS,
     HOURS,
     LENGTH_LABELS,
@@ -33,6 +29,10 @@ from .figures import (
     is_session_key,
     parse_cursor,
 )
+from . import charts
+from .devices import describe_device
+from .directory import user_directory
+from .export import all_pages, csv_stream
 
 log = logging.getLogger(__name__)
 

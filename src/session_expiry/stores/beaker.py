@@ -27,13 +27,12 @@ from beaker.session import Session, SignedCookie
 from beaker.synchronization import null_synchronizer
 from pyramid_beaker import BeakerSessionFactoryConfig
 
-from . import EMPTY, SessionData, encode, session_key
+from ..record import SESSION_ID_BYTES, session_key
+from . import EMPTY, SessionData, encode
 
 log = logging.getLogger(__name__)
 
 _BEAKER_KEY = "session"
-#: Random bytes in a session id (ASVS 5.0 7.2.3 asks for at least 128 bits).
-SESSION_ID_BYTES = 32
 #: Beaker's bookkeeping that the session record already holds or that is configuration.
 _NOT_STORED = ("_accessed_time", "_domain", "_path")
 
@@ -193,15 +192,15 @@ class JudgedSession(Session):
         self["_accessed_time"] = self["_creation_time"] = time.time()
 
 
-def session_factory(**options):
-    """pyramid_beaker's session factory, bound to the session the tween judged.
+def session_factory(judged, **options):
+    """pyramid_beaker's session factory, bound to the session the tween judged:
+    ``judged(request)`` (``session_expiry.tween.session_expiry``, handed in by
+    ``includeme``, so that this adapter depends on nothing above the stores).
 
     Beaker is given the id of the request's active session (None otherwise) and
     an empty Cookie header, so it never reads a cookie the tween did not judge.
     No response callback: the tween saves (``SessionExpiry.save_session``).
     """
-    from ..tween import session_expiry  # the tween's module imports this one
-
     base = BeakerSessionFactoryConfig(**options)
     configured = vars(JudgedSession({}, **options))  # a new session's; ids and data differ
     params = {**base._options, "session_class": JudgedSession}
@@ -210,7 +209,7 @@ def session_factory(**options):
         def __init__(self, request):
             # Beaker's ``SessionObject.__init__`` without its per-request copy of the options:
             # what differs per request is the judged session, and ``_read`` reads it here.
-            expiry = session_expiry(request)
+            expiry = judged(request)
             self.__dict__.update(_params=params, _environ=None, _sess=None, _headers={},
                                  _expiry=expiry, _equipped=False, _loaded=None)
 

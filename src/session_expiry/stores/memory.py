@@ -16,19 +16,6 @@ from dataclasses import dataclass
 
 from ..decision import overdue_reason
 from ..events import SessionEnded
-from ..reports.figures import (
-    HOUR,
-    WINDOW,
-    Cursor,
-    EndCount,
-    after_cursor,
-    hours_ago,
-    length_bucket,
-    page_of,
-    percentile,
-    sort_value,
-    summarize,
-)
 from ..settings import Policy
 from ..throttle import Failures, claim, released
 from . import (
@@ -40,6 +27,19 @@ from . import (
     SweepThread,
     merge,
     report,
+)
+from .readmodel import (
+    HOUR,
+    WINDOW,
+    Cursor,
+    EndCount,
+    after_cursor,
+    hours_ago,
+    length_bucket,
+    page_of,
+    percentile,
+    sort_value,
+    summarize,
 )
 
 log = logging.getLogger(__name__)

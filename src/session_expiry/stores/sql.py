@@ -40,19 +40,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..events import SessionEnded
-from ..reports.figures import (
-    HOUR,
-    HOURS,
-    LENGTH_EDGES,
-    WINDOW,
-    ActiveSort,
-    Cursor,
-    EndCount,
-    page_of,
-    percentile,
-    sort_value,
-    summarize,
-)
 from ..settings import Policy
 from ..throttle import Failures, claim, released
 from . import (
@@ -67,6 +54,19 @@ from . import (
     encode,
     merge,
     report,
+)
+from .readmodel import (
+    HOUR,
+    HOURS,
+    LENGTH_EDGES,
+    WINDOW,
+    ActiveSort,
+    Cursor,
+    EndCount,
+    page_of,
+    percentile,
+    sort_value,
+    summarize,
 )
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
-from .figures import REFUSAL_REASONS
+from .decision import REFUSAL_REASONS
 
 PREFIX = "session_expiry"
 

@@ -1,8 +1,11 @@
-"""The report's figures: pure types and functions, no I/O.
+"""The report's read model: what every store answers the report with (:class:`ReportReads`),
+and the pure types and functions that turn raw rows into figures. No I/O.
 
 The stores answer the report's questions with raw rows (counts grouped by hour,
 reason and length bucket; a page of records); this module turns them into what
-the pages, the CSV export and ``/metrics`` show.
+the pages, the CSV export and ``/metrics`` show. It sits beside the lifecycle
+contract (:mod:`session_expiry.stores.contract`), not inside the report, so that
+the stores depend on nothing above them.
 """
 from __future__ import annotations
 
@@ -12,19 +15,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
-from ..decision import Reason
+from ..decision import END_REASONS, REFUSAL_REASONS
 
 #: The report looks back this far: "in the last 24 h".
 WINDOW = 24 * 3600
 HOUR = 3600
 HOURS = WINDOW // HOUR
-
-#: Reasons a session ends, in the order the report shows them.
-END_REASONS = (Reason.IDLE_TIMEOUT, Reason.ABSOLUTE_TIMEOUT, Reason.LOGGED_OUT,
-               Reason.REVOKED, Reason.ENDED_BY_USER, Reason.REAUTH_FAILED)
-#: Reasons a request is refused without a live session to end (counted, not sessions).
-REFUSAL_REASONS = (Reason.TICKET_MISMATCH, Reason.TICKET_EXPIRED, Reason.SESSION_LOST)
 
 #: Upper edges (seconds, exclusive) of the session-length histogram's buckets;
 #: the last bucket holds everything longer.
@@ -203,3 +201,19 @@ def after_cursor(value: int, key: str, cursor: Cursor | None, descending: bool) 
     if descending:
         return (value, key) < (cursor.value, cursor.key)
     return (value, key) > (cursor.value, cursor.key)
+
+
+class ReportReads(Protocol):
+    """What the report, ``/metrics`` and the CSV export read from a store."""
+
+    def count_refusal(self, reason: str, now: int) -> None:
+        """Count one request refused for ``reason`` (the store may buffer the count)."""
+
+    def summary(self, now: int) -> Summary:
+        """The report's figures for the last 24 hours."""
+
+    def active_sessions(self, query: ActiveQuery) -> Page:
+        """A page of open sessions before their deadline (rows: ``SessionRecord``)."""
+
+    def recent_ends(self, query: EndsQuery) -> Page:
+        """A page of ended sessions, newest first (rows: ``SessionEnded``)."""
