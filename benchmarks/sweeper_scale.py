@@ -41,7 +41,7 @@ from tests.conftest import migrate
 from tests.postgres import PostgresServer
 
 from benchmarks.figures import Figure, median, report
-from session_expiry.stores.sql import at
+from session_expiry.stores.sql.schema import at
 
 #: The sweeper's wall time against the bare statement's (the performance issue's target).
 TARGET_RATIO = 2.0

@@ -29,14 +29,13 @@ from session_expiry.stores import EMPTY, SessionData, StoreUnavailable, SweepRes
 from session_expiry.stores.beaker import JudgedSession
 from session_expiry.stores.memory import MemoryStore
 from session_expiry.stores.sql import (
-    _TAKE_SWEPT,
     SqlStore,
-    _take,
     engine_for,
     session_events,
     session_outbox,
     sessions,
 )
+from session_expiry.stores.sql.sweeping import TAKE_SWEPT, take_claimed
 from session_expiry.throttle import keys_for
 from tests.conftest import clear_sessions, migrate
 from tests.postgres import free_port
@@ -1505,7 +1504,7 @@ def test_a_take_from_the_outbox_looks_its_entries_up_by_key_however_empty_it_loo
     with store.engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO session_outbox SELECT generate_series(1, 20000)")
         conn.exec_driver_sql("DELETE FROM session_outbox WHERE event_id > 500")
-    statement = _TAKE_SWEPT if take == "swept" else _take(
+    statement = TAKE_SWEPT if take == "swept" else take_claimed(
         sa.select(session_outbox.c.event_id).order_by(session_outbox.c.event_id).limit(
             sa.bindparam("ids", type_=sa.Integer)))
     sql = str(statement.compile(dialect=store.engine.dialect)).replace("%(ids)s", "$1")
