@@ -16,7 +16,7 @@ $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 
 install: $(VENV)/bin/python
-	$(PIP) install -e .
+	$(PIP) install -e '.[demo]'
 
 install-test: $(VENV)/bin/python
 	$(PIP) install -e '.[testing]'
@@ -56,4 +56,4 @@ load: install-test system-packages
 	LOAD_SECONDS=60 LOAD_USERS=200 $(VENV)/bin/pytest tests/load -q -s
 
 clean:
-	rm -rf $(VENV) var .pytest_cache src/*.egg-info node_modules artifacts
+	rm -rf $(VENV) var .pytest_cache src/*.egg-info node_modules artifacts build dist

@@ -31,6 +31,7 @@ from pyramid.csrf import CookieCSRFStoragePolicy
 from pyramid.tweens import INGRESS
 
 from . import settings as settings_module
+from ._version import __version__
 from .clock import resolve_clock
 from .events import announcer
 from .inputs import CookieReader
@@ -41,7 +42,7 @@ from .stores.beaker import session_factory
 from .ticket import derive_secret
 from .tween import ExpirySetup, session_expiry, session_touch_deriver
 
-__all__ = ("TooManyTries", "check_password", "includeme")
+__all__ = ("TooManyTries", "__version__", "check_password", "includeme")
 
 
 class TextCSRFStoragePolicy(CookieCSRFStoragePolicy):
