@@ -293,7 +293,7 @@ def load(settings: dict, environ=os.environ) -> tuple[dict, Policy]:
     for key in settings:
         if key.startswith(PREFIX) and key[len(PREFIX):] not in KNOWN:
             raise _fail(key, "is not a session-expiry setting",
-                        "check the spelling; the README lists every setting")
+                        "check the spelling; docs/settings.md lists every setting")
     beaker = _check_beaker(beaker_options(settings))
 
     idle = _duration(settings, "idle_timeout", _DEFAULT.idle_timeout)

@@ -49,9 +49,9 @@ def server_settings() -> dict[str, str]:
             if "proxy" in key}
 
 
-def readme_example_scrapers() -> str:
-    """The example value the README's settings table gives for ``metrics_scrapers``."""
-    row = next(line for line in (ROOT / "README.md").read_text().splitlines()
+def documented_example_scrapers() -> str:
+    """The example value docs/settings.md's settings table gives for ``metrics_scrapers``."""
+    row = next(line for line in (ROOT / "docs" / "settings.md").read_text().splitlines()
                if line.startswith("| `session_expiry.metrics_scrapers` |"))
     return re.search(r"`([^`]+)`", row.split("|")[3]).group(1)  # the first in "meaning"
 
@@ -254,10 +254,10 @@ def test_a_proxy_that_forwards_no_address_makes_every_client_the_proxy(
     assert metrics(port, SCRAPER) == 401  # even the scraper: it too comes as the proxy
 
 
-def test_the_readme_example_scraper_list_lets_nobody_in_through_a_proxy_forwarding_nothing(
+def test_the_documented_example_scraper_list_lets_nobody_in_through_a_proxy_forwarding_nothing(
         proxy_port):
-    """A scraper list holding the proxy's own address (the README's example used to be
+    """A scraper list holding the proxy's own address (the documented example used to be
     ``127.0.0.1 10.0.0.0/8``) would let every client in through such a proxy."""
-    example = readme_example_scrapers()
+    example = documented_example_scrapers()
     for form in ("none", *SAFE_FORMS):
         assert metrics(proxy_port(form, example), CLIENT) == 401, form
