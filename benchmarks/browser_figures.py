@@ -34,7 +34,7 @@ from playwright.sync_api import sync_playwright
 from pyramid.paster import get_appsettings
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, CountingApp, Live, sign_in
 from tests.conftest import ROOT, SECRET, migrate, seed_users
-from tests.functional.test_ini_files import serve
+from tests.wsgi_server import serve
 
 from benchmarks.figures import Figure, report
 from session_expiry.app import make_app
@@ -54,8 +54,8 @@ def _serve(database_url: str, **overrides: str):
     settings.update({"sqlalchemy.url": database_url, "session_expiry.secret": SECRET})
     settings.update({f"session_expiry.{name}": value for name, value in overrides.items()})
     app = CountingApp(make_app({}, **settings))
-    base, stop = serve(app)
-    return Live(app, base), stop
+    port, stop = serve(app)
+    return Live(app, f"http://127.0.0.1:{port}"), stop
 
 
 def status_requests(browser, database_url: str, intervals: int) -> float:

@@ -16,7 +16,7 @@ from session_expiry.app import make_app
 from session_expiry.inputs import read_session_key
 from session_expiry.ticket import read_ticket
 from tests.conftest import ROOT, SECRET
-from tests.functional.test_ini_files import serve
+from tests.wsgi_server import serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 #: Chromium's own network chatter is refused on this closed network: turn it off.
@@ -101,9 +101,9 @@ def live(database_url):
         settings.update({"sqlalchemy.url": database_url, "session_expiry.secret": SECRET})
         settings.update({f"session_expiry.{k}": v for k, v in {**SHORT, **overrides}.items()})
         app = CountingApp(make_app({}, **settings))
-        base, stop = serve(app)
+        port, stop = serve(app)
         started.append((app, stop))
-        return Live(app, base)
+        return Live(app, f"http://127.0.0.1:{port}")
 
     yield start
     for app, stop in started:
