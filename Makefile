@@ -23,7 +23,7 @@ install-test: $(VENV)/bin/python
 
 run: install
 	mkdir -p var
-	$(VENV)/bin/alembic -c development.ini upgrade head
+	$(VENV)/bin/alembic -c development.ini upgrade heads
 	$(VENV)/bin/session-users development.ini seed-demo
 	$(VENV)/bin/pserve development.ini
 

@@ -106,6 +106,7 @@ setup(
     include_package_data=True,
     package_data={"session_expiry": [
         "py.typed", "templates/**/*", "static/**/*", "app/templates/**/*",
+        "migrations/env.py", "migrations/script.py.mako", "migrations/versions/*.py",
     ]},
     python_requires=">=3.11",
     install_requires=requires,
@@ -123,6 +124,7 @@ setup(
         "console_scripts": [
             "session-users = session_expiry.app.scripts.users:main",
             "session-sweeper = session_expiry.scripts.sweeper:main",
+            "session-expiry-db = session_expiry.scripts.database:main",
         ],
     },
 )

@@ -28,11 +28,20 @@ HTMX = {"HX-Request": "true", "Sec-Fetch-Mode": "cors", "Accept": "*/*"}
 JSON = {"Accept": "application/json"}
 
 
-def migrate(url: str, revision: str = "head") -> None:
+def alembic_config(url: str) -> Config:
+    """The demo's Alembic configuration, as its ini files give it: its own revisions (users)
+    and the add-on's (``session_expiry:migrations/versions``), on the database at ``url``."""
     config = Config()
     config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("path_separator", "space")
+    config.set_main_option("version_locations", f"{ROOT / 'migrations' / 'versions'} "
+                                                "session_expiry:migrations/versions")
     config.set_main_option("sqlalchemy.url", url)
-    command.upgrade(config, revision)
+    return config
+
+
+def migrate(url: str, revision: str = "heads") -> None:
+    command.upgrade(alembic_config(url), revision)
 
 
 def seed_users(url: str) -> None:

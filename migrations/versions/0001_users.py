@@ -22,6 +22,10 @@ def upgrade():
         sa.Column("is_admin", sa.Boolean(), nullable=False, server_default=sa.false()),
         sa.Column("created", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("username", name="uq_users_username"),
+        # A removed user's id is never given to a new user: a session left open for the
+        # old one (the memory store, a session database that was down) cannot become the
+        # new one's.
+        sqlite_autoincrement=True,
     )
 
 

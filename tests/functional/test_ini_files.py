@@ -125,7 +125,7 @@ def test_development_ini_and_a_copy_with_the_other_store_pass_the_same_story(
     (tmp_path / "var").mkdir()
     ini = str(tmp_path / "development.ini")
     bin_dir = f"{sys.executable.rsplit('/', 1)[0]}"
-    for command in (["alembic", "-c", ini, "upgrade", "head"],
+    for command in (["alembic", "-c", ini, "upgrade", "heads"],
                     ["session-users", ini, "add", "alice", "--password-stdin"]):
         subprocess.run([f"{bin_dir}/{command[0]}", *command[1:]], input="alice-password\n",
                        check=True, capture_output=True, text=True, timeout=120)

@@ -14,9 +14,9 @@ from pyramid.paster import get_app
 from webtest import TestApp
 
 from session_expiry.settings import Policy
-from session_expiry.stores import SessionRecord
 from session_expiry.stores.sql import SqlStore
-from tests.conftest import ROOT, login, seed_users
+from tests.conftest import ROOT, alembic_config, login, seed_users
+from tests.postgres import free_port
 
 BIN = Path(sys.executable).parent
 TABLES = {"users", "sessions", "session_events", "session_outbox", "session_refusals",
@@ -24,11 +24,12 @@ TABLES = {"users", "sessions", "session_events", "session_outbox", "session_refu
 _databases = itertools.count(1)
 
 
-def alembic_config(url: str) -> Config:
+def release_0_1(url: str, revision: str = "0007") -> None:
+    """The database at ``url`` as session-expiry 0.1.0's migrations left it."""
     config = Config()
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("script_location", str(ROOT / "tests" / "data" / "migrations-0.1"))
     config.set_main_option("sqlalchemy.url", url)
-    return config
+    command.upgrade(config, revision)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -49,19 +50,19 @@ def tables(url: str) -> set[str]:
 
 def test_upgrade_downgrade_upgrade(empty_database):
     config = alembic_config(empty_database)
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")
     assert tables(empty_database) == TABLES
-    command.downgrade(config, "0001")
+    command.downgrade(config, "session_expiry@base")
     assert tables(empty_database) == {"users"}
     command.downgrade(config, "base")
     assert tables(empty_database) == set()
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")
     assert tables(empty_database) == TABLES
 
 
 def test_sessions_holds_open_sessions_and_no_index_covers_a_column_a_touch_changes(
         empty_database):
-    command.upgrade(alembic_config(empty_database), "head")
+    command.upgrade(alembic_config(empty_database), "heads")
     engine = sa.create_engine(empty_database)
     inspector = sa.inspect(engine)
     indexed = {column for index in inspector.get_indexes("sessions")
@@ -78,89 +79,6 @@ def test_sessions_holds_open_sessions_and_no_index_covers_a_column_a_touch_chang
     engine.dispose()
 
 
-def test_tombstones_move_into_their_events_and_back(empty_database):
-    """0006: an ended session's record moves from ``sessions`` into its ``ended`` event (an
-    event whose tombstone was pruned keeps what it knows); a downgrade moves it back."""
-    config = alembic_config(empty_database)
-    command.upgrade(config, "0005")
-    engine = sa.create_engine(empty_database)
-    start, end = datetime(2027, 1, 15, 8, 0, tzinfo=UTC), datetime(2027, 1, 15, 9, 0, tzinfo=UTC)
-    session = sa.text(
-        "INSERT INTO sessions (key, user_id, data, version, created, last_seen, idle_deadline, "
-        "absolute_deadline, sweep_at, ended_at, end_reason, ip, user_agent) VALUES "
-        "(:key, '1', :data, 0, :start, :seen, :idle, :absolute, :idle, :ended, :reason, "
-        "'192.0.2.1', 'UA')")
-    event = sa.text("INSERT INTO session_events (session_key, user_id, kind, reason, at, "
-                    "duration) VALUES (:key, '1', 'ended', 'revoked', :end, 3600)")
-    seen = datetime(2027, 1, 15, 8, 50, tzinfo=UTC)
-    idle, absolute = datetime(2027, 1, 15, 9, 10, tzinfo=UTC), datetime(2027, 1, 15, 16, 0,
-                                                                         tzinfo=UTC)
-    record = {"start": start, "seen": seen, "idle": idle, "absolute": absolute}
-    try:
-        with engine.begin() as conn:
-            conn.execute(session, {"key": "open", "data": "{}", "ended": None, "reason": None,
-                                   **record})
-            conn.execute(session, {"key": "ended", "data": None, "ended": end,
-                                   "reason": "revoked", **record})
-            conn.execute(event, {"key": "ended", "end": end})
-            conn.execute(event, {"key": "pruned", "end": end})  # its tombstone is gone
-        command.upgrade(config, "head")
-        store = SqlStore(engine, Policy(), clock=lambda: 0)
-        with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT key FROM sessions")).all() == [("open",)]
-        ended, pruned = store.get("ended"), store.get("pruned")
-        assert ended == SessionRecord(
-            key="ended", user_id="1", created=int(start.timestamp()),
-            last_seen=int(seen.timestamp()), idle_deadline=int(idle.timestamp()),
-            absolute_deadline=int(absolute.timestamp()), ended_at=int(end.timestamp()),
-            end_reason="revoked", ip="192.0.2.1", user_agent="UA")
-        assert pruned == SessionRecord(
-            key="pruned", user_id="1", created=int(start.timestamp()),
-            last_seen=int(end.timestamp()), idle_deadline=int(end.timestamp()),
-            absolute_deadline=int(end.timestamp()), ended_at=int(end.timestamp()),
-            end_reason="revoked")
-        assert store.get("open").is_open
-        store.close()
-        command.downgrade(config, "0005")
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT key, end_reason FROM sessions "
-                                        "ORDER BY key")).all()
-        assert [tuple(row) for row in rows] == [("ended", "revoked"), ("open", None),
-                                                ("pruned", "revoked")]
-    finally:
-        engine.dispose()
-
-
-def test_the_outbox_moves_to_its_own_table_and_back_with_the_pending_events(empty_database):
-    """0004: the events not notified yet are the outbox's rows; a downgrade marks the
-    others sent (at the time they happened) and leaves the pending ones unmarked."""
-    config = alembic_config(empty_database)
-    command.upgrade(config, "0003")
-    engine = sa.create_engine(empty_database)
-    event = sa.text("INSERT INTO session_events (id, session_key, user_id, kind, reason, at, "
-                    "duration, notified_at) VALUES (:id, :key, '1', 'ended', 'revoked', "
-                    ":at, 5, :notified)")
-    at = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
-    try:
-        with engine.begin() as conn:
-            conn.execute(event, {"id": 1, "key": "sent", "at": at, "notified": at})
-            conn.execute(event, {"id": 2, "key": "pending", "at": at, "notified": None})
-        command.upgrade(config, "head")
-        with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT event_id FROM session_outbox")).all() == [(2,)]
-            assert "notified_at" not in {column["name"] for column in
-                                         sa.inspect(conn).get_columns("session_events")}
-        command.downgrade(config, "0003")
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT session_key, notified_at IS NULL "
-                                        "FROM session_events ORDER BY id")).all()
-        assert [(key, bool(pending)) for key, pending in rows] == [("sent", False),
-                                                                    ("pending", True)]
-        assert "session_outbox" not in tables(empty_database)
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.parametrize("ini", ["development.ini", "production.ini"])
 def test_alembic_runs_from_the_shipped_inis_with_the_url_from_the_environment(
         ini, tmp_path, postgres):
@@ -171,7 +89,7 @@ def test_alembic_runs_from_the_shipped_inis_with_the_url_from_the_environment(
     copy.write_text("\n".join(line for line in text.splitlines()
                               if not line.startswith("sqlalchemy.url")))
     (tmp_path / "migrations").symlink_to(ROOT / "migrations")
-    done = subprocess.run([str(BIN / "alembic"), "-c", str(copy), "upgrade", "head"],
+    done = subprocess.run([str(BIN / "alembic"), "-c", str(copy), "upgrade", "heads"],
                           capture_output=True, text=True, timeout=120, check=False,
                           env={**os.environ, "SQLALCHEMY_URL": url})
     assert done.returncode == 0, done.stderr
@@ -184,7 +102,7 @@ def test_alembic_migrates_a_separate_session_database_too(tmp_path, postgres, mo
     ini = tmp_path / "split.ini"
     ini.write_text((ROOT / "production.ini").read_text())
     (tmp_path / "migrations").symlink_to(ROOT / "migrations")
-    done = subprocess.run([str(BIN / "alembic"), "-c", str(ini), "upgrade", "head"],
+    done = subprocess.run([str(BIN / "alembic"), "-c", str(ini), "upgrade", "heads"],
                           capture_output=True, text=True, timeout=120, check=False,
                           env={**os.environ, "SQLALCHEMY_URL": app_url,
                                "SESSION_URL": session_url})
@@ -213,7 +131,7 @@ def test_alembic_migrates_a_separate_session_database_too(tmp_path, postgres, mo
 
 
 def test_a_removed_users_id_is_never_given_to_a_new_user(empty_database):
-    command.upgrade(alembic_config(empty_database), "head")
+    command.upgrade(alembic_config(empty_database), "heads")
     engine = sa.create_engine(empty_database)
     insert = sa.text("INSERT INTO users (username, password_hash, is_admin, created) "
                      "VALUES (:name, 'x', false, CURRENT_TIMESTAMP) RETURNING id")
@@ -226,3 +144,143 @@ def test_a_removed_users_id_is_never_given_to_a_new_user(empty_database):
         assert newcomer > removed
     finally:
         engine.dispose()
+
+
+# -- a database of session-expiry 0.1.0 --------------------------------------------------------
+
+def schema(url: str) -> dict:
+    """Each session table's columns, keys and indexes, as the database reflects them."""
+    engine = sa.create_engine(url)
+    inspector = sa.inspect(engine)
+    try:
+        return {table: {
+            "columns": {column["name"]: (str(column["type"]), column["nullable"])
+                        for column in inspector.get_columns(table)},
+            "primary_key": inspector.get_pk_constraint(table)["constrained_columns"],
+            "unique": sorted((u["name"], tuple(u["column_names"]))
+                             for u in inspector.get_unique_constraints(table)),
+            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]),
+                               tuple(i.get("include_columns") or ()))
+                              for i in inspector.get_indexes(table)),
+        } for table in sorted(TABLES - {"users"})}
+    finally:
+        engine.dispose()
+
+
+def versions(url: str, table: str = "alembic_version") -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return set(conn.execute(sa.text(f"SELECT version_num FROM {table}")).scalars())  # noqa: S608
+    finally:
+        engine.dispose()
+
+
+def test_the_add_ons_branch_makes_the_tables_release_0_1_left(empty_database, request):
+    """Two ways to the same tables: a database made by 0.1.0 and one made by this release."""
+    old = empty_database
+    new = (request.getfixturevalue("postgres").create_database(f"migrate_{next(_databases)}")
+           if old.startswith("postgresql") else old.replace(".sqlite", "-new.sqlite"))
+    release_0_1(old)
+    command.upgrade(alembic_config(new), "heads")
+    assert schema(new) == schema(old)
+
+
+def test_a_database_of_release_0_1_upgrades_without_loss(empty_database):
+    release_0_1(empty_database)
+    seed_users(empty_database)
+    store = SqlStore(sa.create_engine(empty_database), Policy(secret="x" * 40), clock=lambda: 0)
+    now = int(datetime.now(UTC).timestamp())
+    try:
+        store.open("a" * 64, "1", now)
+        store.save_data("a" * 64, {"draft": "kept"})
+        store.open("b" * 64, "2", now)
+        store.end("b" * 64, "logged_out", now + 5)
+        store.count_refusal("ticket_mismatch", now)
+        store.flush_refusals()
+    finally:
+        store.close()
+
+    command.upgrade(alembic_config(empty_database), "heads")
+
+    assert versions(empty_database) == {"0007", "se0001"}
+    assert tables(empty_database) == TABLES
+    store = SqlStore(sa.create_engine(empty_database), Policy(secret="x" * 40), clock=lambda: 0)
+    try:
+        assert store.load_data("a" * 64).values() == {"draft": "kept"}
+        assert store.get("b" * 64).end_reason == "logged_out"
+        assert store.summary(now + 10).refused_by_reason["ticket_mismatch"] == 1
+    finally:
+        store.close()
+    engine = sa.create_engine(empty_database)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM users")).scalar() == 3
+    engine.dispose()
+
+
+# -- session-expiry-db: the tables for a host app without Alembic --------------------------------
+
+def store_ini(tmp_path, url: str) -> Path:
+    """testing.ini on the SQL store at ``url``, without the demo's [alembic] section."""
+    text = (ROOT / "testing.ini").read_text()
+    text = text.replace("session.type = expiry:memory", "session.type = expiry:sql")
+    text = "\n".join(f"sqlalchemy.url = {url}" if line.startswith("sqlalchemy.url") else line
+                     for line in text.splitlines())
+    path = tmp_path / "host.ini"
+    path.write_text(text)
+    return path
+
+
+def session_expiry_db(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "session-expiry-db"), *args], capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_session_expiry_db_creates_the_tables_and_a_second_run_changes_nothing(
+        empty_database, tmp_path):
+    ini = str(store_ini(tmp_path, empty_database))
+    for _ in range(2):
+        done = session_expiry_db(ini, "upgrade")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "session tables up to date: se0001 (head)\n"
+    assert tables(empty_database) == (TABLES - {"users"}) | {"session_expiry_alembic_version"}
+    assert versions(empty_database, "session_expiry_alembic_version") == {"se0001"}
+    done = session_expiry_db(ini, "current")
+    assert (done.returncode, done.stdout) == (0, "session tables at: se0001 (head)\n")
+
+
+def test_session_expiry_db_after_the_hosts_alembic_made_the_tables_only_records_them(
+        empty_database, tmp_path):
+    command.upgrade(alembic_config(empty_database), "heads")
+    before = schema(empty_database)
+    done = session_expiry_db(str(store_ini(tmp_path, empty_database)), "upgrade")
+    assert done.returncode == 0, done.stderr
+    assert schema(empty_database) == before
+    assert versions(empty_database, "session_expiry_alembic_version") == {"se0001"}
+
+
+def test_session_expiry_db_refuses_a_database_with_only_some_of_the_tables(tmp_path):
+    url = f"sqlite:///{tmp_path / 'partial.sqlite'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE sessions (key VARCHAR(64) PRIMARY KEY)"))
+    engine.dispose()
+    done = session_expiry_db(str(store_ini(tmp_path, url)), "upgrade")
+    assert done.returncode == 2
+    assert "holds the session tables ['sessions'] but not all of them" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_session_expiry_db_says_when_the_database_cannot_be_reached(tmp_path):
+    url = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/nothing?connect_timeout=2"
+    done = session_expiry_db(str(store_ini(tmp_path, url)), "upgrade")
+    assert done.returncode == 1
+    assert done.stderr.startswith("session-expiry-db: the session database cannot be reached")
+
+
+def test_session_expiry_db_with_bad_settings_names_them(tmp_path):
+    ini = store_ini(tmp_path, f"sqlite:///{tmp_path / 'x.sqlite'}")
+    ini.write_text(ini.read_text().replace("[app:main]", "[app:main]\nsession_expiry.idle = 5m"))
+    done = session_expiry_db(str(ini), "upgrade")
+    assert done.returncode == 2
+    assert "session_expiry.idle: is not a session-expiry setting" in done.stderr

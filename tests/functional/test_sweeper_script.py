@@ -222,4 +222,4 @@ def test_an_unmigrated_database_says_what_to_run(tmp_path):
     url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
     done = sweeper(ini_for(tmp_path, url), "--once")
     assert done.returncode == 1
-    assert "session tables are missing" in done.stderr and "alembic" in done.stderr
+    assert "session tables are missing" in done.stderr and "session-expiry-db" in done.stderr

@@ -1313,7 +1313,8 @@ def test_missing_tables_are_a_clear_store_unavailable(kind, request, tmp_path):
         url = postgres.create_database(f"empty_{random.randrange(10**9)}")
     store = SqlStore(engine_for(url), POLICY, clock=FrozenClock(T0))
     try:
-        with pytest.raises(StoreUnavailable, match=r"session tables are missing.*alembic"):
+        with pytest.raises(StoreUnavailable, match=r"session tables are missing: run "
+                                                   r"`session-expiry-db <your ini> upgrade`"):
             store.get(KEY)
     finally:
         store.close()

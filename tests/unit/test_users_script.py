@@ -7,7 +7,6 @@ import re
 
 import pytest
 from alembic import command
-from alembic.config import Config
 from argon2 import PasswordHasher
 from pyramid.paster import get_appsettings
 from sqlalchemy import create_engine, inspect, select, text
@@ -21,7 +20,7 @@ from session_expiry.clock import FrozenClock
 from session_expiry.settings import Policy
 from session_expiry.stores import session_key
 from session_expiry.stores.sql import SqlStore, engine_for, session_events, session_outbox
-from tests.conftest import FETCH, ROOT, clear_sessions, login, migrate
+from tests.conftest import FETCH, ROOT, alembic_config, clear_sessions, login, migrate
 from tests.postgres import free_port
 
 
@@ -636,13 +635,6 @@ def test_a_removed_users_sessions_are_ended_by_id_once_the_database_is_back(
 
 # -- migrations ------------------------------------------------------------------------------
 
-def alembic_config(url: str) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.set_main_option("sqlalchemy.url", url)
-    return config
-
-
 def tables(url: str) -> set[str]:
     engine = create_engine(url)
     try:
@@ -655,7 +647,7 @@ def test_migrations_upgrade_downgrade_and_upgrade_again(tmp_path):
     url = f"sqlite:///{tmp_path / 'migrations.sqlite'}"
     config = alembic_config(url)
 
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")
     assert "users" in tables(url)
     engine = create_engine(url)
     try:
@@ -667,7 +659,7 @@ def test_migrations_upgrade_downgrade_and_upgrade_again(tmp_path):
     command.downgrade(config, "base")
     assert "users" not in tables(url)
 
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")
     assert "users" in tables(url)
     engine = create_engine(url)
     try:

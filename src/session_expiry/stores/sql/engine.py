@@ -111,5 +111,5 @@ def unavailable(error: sa.exc.SQLAlchemyError) -> StoreUnavailable:
         return StoreUnavailable("the session database refused a value: " + reason)
     if isinstance(error, sa.exc.ProgrammingError) or "no such table" in reason:
         return StoreUnavailable("the session tables are missing: run "
-                                f"`alembic -c <your ini> upgrade head` ({reason})")
+                                f"`session-expiry-db <your ini> upgrade` ({reason})")
     return StoreUnavailable(reason)
