@@ -16,10 +16,10 @@ $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 
 install: $(VENV)/bin/python
-	$(PIP) install -e '.[demo]'
+	$(PIP) install -e . -e ./demo
 
 install-test: $(VENV)/bin/python
-	$(PIP) install -e '.[testing]'
+	$(PIP) install -e '.[testing]' -e ./demo
 
 run: install
 	mkdir -p var
@@ -44,7 +44,7 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 test: install-test system-packages node_modules/.installed
-	$(VENV)/bin/ruff check src tests migrations benchmarks
+	$(VENV)/bin/ruff check src demo tests migrations benchmarks
 	$(VENV)/bin/pytest
 
 # Long runs, kept out of `make test` (its smoke versions are in it). Starts its own PostgreSQL.
@@ -56,4 +56,4 @@ load: install-test system-packages
 	LOAD_SECONDS=60 LOAD_USERS=200 $(VENV)/bin/pytest tests/load -q -s
 
 clean:
-	rm -rf $(VENV) var .pytest_cache src/*.egg-info node_modules artifacts build dist
+	rm -rf $(VENV) var .pytest_cache src/*.egg-info demo/*.egg-info node_modules artifacts build dist demo/build

@@ -23,7 +23,7 @@ def read_version() -> str:
     raise RuntimeError(f"no __version__ = '...' in {path}")
 
 
-# What the add-on (session_expiry, without session_expiry.app) imports at run time.
+# What the add-on imports at run time.
 requires = [
     "pyramid>=2.0,<3",
     "pyramid_beaker>=0.9",
@@ -41,16 +41,8 @@ postgresql_requires = [
     "psycopg[binary]>=3.1",
 ]
 
-# What the demo application (session_expiry.app: pserve development.ini, session-users)
-# adds; it runs on SQLite.
-demo_requires = [
-    "argon2-cffi>=23.1",
-    "waitress>=3.0",
-    "pyramid_tm>=2.5",
-    "zope.sqlalchemy>=3.0",
-]
-
-# The suite runs the demo, on PostgreSQL as well as SQLite.
+# The suite runs the demo (its own distribution, demo/: make installs it beside this one),
+# on PostgreSQL as well as SQLite.
 tests_require = [
     "pytest>=8",
     "WebTest>=3.0",
@@ -60,7 +52,6 @@ tests_require = [
     "hypothesis>=6.100",
     "locust>=2.30",
     "psycopg-pool>=3.2",
-    *demo_requires,
     *postgresql_requires,
 ]
 
@@ -105,24 +96,21 @@ setup(
     packages=find_packages("src"),
     include_package_data=True,
     package_data={"session_expiry": [
-        "py.typed", "templates/**/*", "static/**/*", "app/templates/**/*",
+        "py.typed", "templates/**/*", "static/**/*",
         "migrations/env.py", "migrations/script.py.mako", "migrations/versions/*.py",
     ]},
     python_requires=">=3.11",
     install_requires=requires,
     extras_require={
         "postgresql": postgresql_requires,
-        "demo": demo_requires,
         "testing": tests_require,
     },
     entry_points={
-        "paste.app_factory": ["main = session_expiry.app:make_app"],  # the demo (pserve)
         "beaker.backends": [
             "expiry:memory = session_expiry.stores.beaker:StoreNamespace",
             "expiry:sql = session_expiry.stores.beaker:StoreNamespace",
         ],
         "console_scripts": [
-            "session-users = session_expiry.app.scripts.users:main",
             "session-sweeper = session_expiry.scripts.sweeper:main",
             "session-expiry-db = session_expiry.scripts.database:main",
         ],

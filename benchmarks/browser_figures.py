@@ -37,7 +37,7 @@ from tests.conftest import ROOT, SECRET, migrate, seed_users
 from tests.wsgi_server import serve
 
 from benchmarks.figures import Figure, report
-from session_expiry.app import make_app
+from session_expiry_demo import make_app
 
 POLL = 2
 TABS = 5

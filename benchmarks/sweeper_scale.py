@@ -105,7 +105,7 @@ SELECT (SELECT count(*) FROM sessions) AS still_open,
 
 INI = """\
 [app:main]
-use = egg:session-expiry
+use = egg:session-expiry-demo
 sqlalchemy.url = {url}
 session.type = expiry:sql
 session.key = session

@@ -7,9 +7,9 @@ each keeps its own ``alembic_version``.
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from session_expiry.app.models import Base
 from session_expiry.settings import from_ini
 from session_expiry.stores.sql import metadata as session_metadata
+from session_expiry_demo.models import Base
 
 config = context.config
 target_metadata = [Base.metadata, session_metadata]

@@ -13,10 +13,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 from webtest import TestApp
 
-from session_expiry.app import make_app
-from session_expiry.app.models import User
 from session_expiry.clock import FrozenClock
 from session_expiry.inputs import read_session_key
+from session_expiry_demo import make_app
+from session_expiry_demo.models import User
 from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,9 +12,9 @@ import pytest
 from playwright.sync_api import sync_playwright
 from pyramid.paster import get_appsettings
 
-from session_expiry.app import make_app
 from session_expiry.inputs import read_session_key
 from session_expiry.ticket import read_ticket
+from session_expiry_demo import make_app
 from tests.conftest import ROOT, SECRET
 from tests.wsgi_server import serve
 

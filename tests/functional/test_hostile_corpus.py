@@ -31,11 +31,11 @@ from pyramid.paster import get_appsettings
 from sqlalchemy import create_engine, text
 from webtest import TestApp, TestRequest
 
-from session_expiry.app import make_app
 from session_expiry.clock import FrozenClock
 from session_expiry.decision import ticket_binding
 from session_expiry.inputs import read_session_key
 from session_expiry.ticket import build_ticket, derive_secret
+from session_expiry_demo import make_app
 from tests.conftest import (
     FETCH,
     HTMX,

@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from sqlalchemy.orm import Session
 
-from session_expiry.app.models import User
+from session_expiry_demo.models import User
 from tests.conftest import migrate
 from tests.farm.conftest import BIN, wait_for_port, write_ini
 from tests.postgres import free_port

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from session_expiry.app import AppSecurityPolicy
 from session_expiry.security import ADMIN, SessionSecurityPolicy
+from session_expiry_demo import AppSecurityPolicy
 
 
 def request_of(userid, user=None):

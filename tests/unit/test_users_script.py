@@ -13,13 +13,13 @@ from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.orm import Session
 from webtest import TestApp
 
-from session_expiry.app import make_app, models
-from session_expiry.app.models import User
-from session_expiry.app.scripts import users
 from session_expiry.clock import FrozenClock
 from session_expiry.settings import Policy
 from session_expiry.stores import session_key
 from session_expiry.stores.sql import SqlStore, engine_for, session_events, session_outbox
+from session_expiry_demo import make_app, models
+from session_expiry_demo.models import User
+from session_expiry_demo.scripts import users
 from tests.conftest import FETCH, ROOT, alembic_config, clear_sessions, login, migrate
 from tests.postgres import free_port
 

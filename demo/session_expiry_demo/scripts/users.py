@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from pyramid.paster import bootstrap, setup_logging
 from sqlalchemy import select
 
-from ...decision import Reason
-from ...reports.devices import describe_device
-from ...reports.views import span, when
-from ...stores import StoreUnavailable
+from session_expiry.decision import Reason
+from session_expiry.reports.devices import describe_device
+from session_expiry.reports.views import span, when
+from session_expiry.stores import StoreUnavailable
+
 from ..models import User
 
 DEMO_USERS = (("alice", "alice", False), ("admin", "admin", True))

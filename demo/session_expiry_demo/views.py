@@ -8,15 +8,16 @@ from pyramid.security import NO_PERMISSION_REQUIRED, remember
 from pyramid.view import view_config
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from ..passwords import TooManyTries, check_password
-from ..redirects import safe_path
-from ..responses import too_many_tries_text, unavailable
-from ..views import form_text
+from session_expiry.passwords import TooManyTries, check_password
+from session_expiry.redirects import safe_path
+from session_expiry.responses import too_many_tries_text, unavailable
+from session_expiry.views import form_text
+
 from .models import authenticate
 
 log = logging.getLogger(__name__)
 
-LOGIN_TEMPLATE = "session_expiry.app:templates/login.jinja2"
+LOGIN_TEMPLATE = "session_expiry_demo:templates/login.jinja2"
 #: The longest value each form field takes (a longer one is a 400, never cut short).
 USERNAME_LENGTH, PASSWORD_LENGTH, TITLE_LENGTH = 150, 1024, 200
 #: What one session keeps of drafts: fields, and characters a field.
@@ -57,12 +58,12 @@ def login(request):
     return HTTPSeeOther(location=came_from)
 
 
-@view_config(route_name="home", renderer="session_expiry.app:templates/home.jinja2")
+@view_config(route_name="home", renderer="session_expiry_demo:templates/home.jinja2")
 def home(request):
     return {"user": request.user}
 
 
-@view_config(route_name="workspace", renderer="session_expiry.app:templates/workspace.jinja2",
+@view_config(route_name="workspace", renderer="session_expiry_demo:templates/workspace.jinja2",
              request_method=("GET", "HEAD"))
 def workspace(request):
     return {"user": request.user, "sections": range(1, 9),

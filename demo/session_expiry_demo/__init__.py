@@ -4,8 +4,9 @@ from __future__ import annotations
 from pyramid.config import Configurator
 from pyramid.security import Allowed, Denied
 
-from ..security import ADMIN, SessionSecurityPolicy
-from ..tween import session_expiry
+from session_expiry.security import ADMIN, SessionSecurityPolicy
+from session_expiry.tween import session_expiry
+
 from .directory import AppUserDirectory
 
 
