@@ -1,8 +1,9 @@
-"""Alembic environment: the database URLs come from the app's own settings loader.
+"""The demo's Alembic environment: the database URLs come from the app's own settings loader.
 
-``alembic -c <ini> upgrade head`` migrates the application database
-(``sqlalchemy.url``) and, when ``session.url`` names another one, that too:
-each keeps its own ``alembic_version``.
+``alembic -c <ini> upgrade heads`` runs the demo's revisions (users) and, through the
+ini's ``version_locations``, the add-on's (branch ``session_expiry``, its session
+tables), on the application database (``sqlalchemy.url``) and, when ``session.url``
+names another one, on that too: each keeps its own ``alembic_version``.
 """
 from alembic import context
 from sqlalchemy import engine_from_config, pool
