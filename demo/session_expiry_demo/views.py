@@ -8,10 +8,10 @@ from pyramid.security import NO_PERMISSION_REQUIRED, remember
 from pyramid.view import view_config
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from session_expiry.inputs import text_field
 from session_expiry.passwords import TooManyTries, check_password
 from session_expiry.redirects import safe_path
 from session_expiry.responses import too_many_tries_text, unavailable
-from session_expiry.views import form_text
 
 from .models import authenticate
 
@@ -41,8 +41,8 @@ def login(request):
     # Where to go next is a hint, not data: anything but a safe local path means "/".
     came_from = request.POST.get("came_from")
     came_from = safe_path(came_from if isinstance(came_from, str) else None)
-    username = form_text(request, "username", USERNAME_LENGTH).strip()
-    password = form_text(request, "password", PASSWORD_LENGTH)
+    username = text_field(request.POST, "username", USERNAME_LENGTH).strip()
+    password = text_field(request.POST, "password", PASSWORD_LENGTH)
     form = {"came_from": came_from, "username": username, "logged_out": False}
     try:
         user = check_password(request, username,
@@ -72,7 +72,7 @@ def workspace(request):
 
 @view_config(route_name="workspace", request_method="POST")
 def save_workspace(request):
-    request.session["workspace_title"] = form_text(request, "title", TITLE_LENGTH)
+    request.session["workspace_title"] = text_field(request.POST, "title", TITLE_LENGTH)
     return HTTPSeeOther(location=request.route_path("workspace"))
 
 

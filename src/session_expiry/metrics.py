@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from .decision import REFUSAL_REASONS
+from .throttle import CHECKS, WAITING_SCOPES
 
 PREFIX = "session_expiry"
 
@@ -67,9 +68,9 @@ class Metrics:
         self.password_failures = Counter(f"{PREFIX}_password_failures",
                                          "Wrong passwords, by check (sign_in, reauth) (this "
                                          "process).", ["check"], registry=self.registry)
-        for check in ("sign_in", "reauth"):
+        for check in CHECKS:
             self.password_failures.labels(check)
-            for scope in ("account", "address"):
+            for scope in WAITING_SCOPES:
                 self.throttled.labels(check, scope)
         self.sweep_duration = Histogram(
             f"{PREFIX}_sweep_duration_seconds", "Duration of this process's sweeps.",

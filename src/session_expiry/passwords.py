@@ -22,14 +22,12 @@ from typing import TypeVar
 
 from .decision import Reason
 from .inputs import peer_address
-from .throttle import Claim, Key, keys_for
+from .throttle import REAUTH, SESSION, SIGN_IN, Claim, Key, keys_for
 from .tween import session_expiry
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-SIGN_IN, REAUTH = "sign_in", "reauth"
 
 
 class TooManyTries(Exception):
@@ -71,7 +69,7 @@ def reauthenticate(request, account: str, check: Callable[[], bool | None]) -> b
     if result:
         expiry.count_activity()
     elif result is not None:
-        session = next(key for key in keys if key.scope == "session")
+        session = next(key for key in keys if key.scope == SESSION)
         failures = claim.counts[session.name]
         if failures >= expiry.policy.reauth_max_failures:
             log.warning("session %s: %d wrong passwords in a row; ended",

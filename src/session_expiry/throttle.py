@@ -17,6 +17,14 @@ import hashlib
 from dataclasses import dataclass
 from ipaddress import ip_network
 
+#: The password checks counted (for logs and metrics): a sign-in, a re-authentication.
+SIGN_IN, REAUTH = "sign_in", "reauth"
+CHECKS = (SIGN_IN, REAUTH)
+#: What a try is counted under; a session's count never makes anyone wait.
+ACCOUNT, ADDRESS, SESSION = "account", "address", "session"
+#: The scopes that can make a check wait (a 429 names one of them).
+WAITING_SCOPES = (ACCOUNT, ADDRESS)
+
 #: The wait after the first failure past the free tries (seconds); doubled by each after it.
 FIRST_DELAY = 15
 #: A client's address gets this many times the account's free tries: an office behind one
@@ -76,7 +84,7 @@ class Key:
     """One key a try is counted under: what it names (``scope``, for logs and metrics), its
     hashed name in the store, and its rule."""
 
-    scope: str  # "account", "address" or "session"
+    scope: str  # ACCOUNT, ADDRESS or SESSION
     name: str
     rule: Rule
 
@@ -118,7 +126,7 @@ def released(key: Key, failures: Failures | None) -> Failures | None:
     the one try claimed for this check and keeps the rest: someone else behind it
     may be guessing.
     """
-    if key.scope != "address" or failures is None or failures.count <= 1:
+    if key.scope != ADDRESS or failures is None or failures.count <= 1:
         return None
     return Failures(failures.count - 1, failures.last)
 
@@ -150,10 +158,10 @@ def keys_for(policy, *, account: str, address: str | None,
                         policy.throttle_forget_after)
     address_rule = Rule(policy.throttle_free_tries * ADDRESS_FACTOR, policy.throttle_max_delay,
                         policy.throttle_forget_after)
-    keys = [Key("account", key_name("account", account_value(account)), account_rule),
-            Key("address", key_name("address", address_value(address)), address_rule)]
+    keys = [Key(ACCOUNT, key_name(ACCOUNT, account_value(account)), account_rule),
+            Key(ADDRESS, key_name(ADDRESS, address_value(address)), address_rule)]
     if session is not None:
         # Counted only: ``reauth_max_failures`` in a row end the session (no wait of its own).
-        keys.append(Key("session", key_name("session", session),
+        keys.append(Key(SESSION, key_name(SESSION, session),
                         Rule(policy.reauth_max_failures + 1, 0, policy.throttle_forget_after)))
     return tuple(keys)

@@ -10,7 +10,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED, forget
 from pyramid.view import forbidden_view_config, notfound_view_config, view_config
 
 from .decision import Reason
-from .inputs import BadField, text_field
+from .inputs import BadField
 from .passwords import TooManyTries
 from .redirects import safe_path
 from .responses import (
@@ -51,11 +51,6 @@ def reason_text(reason: str | None, policy) -> str:
         "restarted.",
     }
     return texts.get(reason, "Your session has ended.")
-
-
-def form_text(request, name: str, limit: int) -> str:
-    """A form field as text (:func:`~session_expiry.inputs.text_field`)."""
-    return text_field(request.POST, name, limit)
 
 
 def _known_reason(value: str | None) -> Reason | None:

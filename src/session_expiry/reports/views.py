@@ -14,9 +14,8 @@ from pyramid.view import view_config
 
 from ..decision import Reason
 from ..inputs import peer_address, text_field
-from ..passwords import TooManyTries, reauthenticate
+from ..passwords import reauthenticate
 from ..responses import refusal as refusal_response
-from ..responses import too_many_tries_response
 from ..security import ADMIN
 from ..settings import describe_duration
 from ..stores.readmodel import (
@@ -329,13 +328,11 @@ def account_end_others(request):
     password = text_field(request.POST, "password", PASSWORD_LENGTH)
     directory = user_directory(request)
     account = _names(request, [expiry.userid])[expiry.userid]
-    try:
-        verified = reauthenticate(
-            request, account,
-            lambda: directory.verify_password(request, expiry.userid, password)) \
-            if password else False
-    except TooManyTries as refusal:
-        return too_many_tries_response(request, refusal.retry_after)
+    # A try that must wait raises TooManyTries: the add-on's exception view answers 429.
+    verified = reauthenticate(
+        request, account,
+        lambda: directory.verify_password(request, expiry.userid, password)) \
+        if password else False
     if not expiry.active:  # too many wrong passwords: this session has ended
         return refusal_response(request, expiry.policy, expiry.reason)
     if not verified:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..contract import StoreUnavailable
@@ -84,6 +86,10 @@ READONLY = "session_expiry_readonly"
 
 class Transactions:
     """What every part of the SQL store opens its transactions with."""
+
+    def _insert(self, table: sa.Table):
+        """An INSERT into ``table`` that can say ON CONFLICT, in this database's dialect."""
+        return (postgresql_insert if self._row_locks else sqlite_insert)(table)
 
     @contextmanager
     def _begin(self, readonly: bool = False):

@@ -8,8 +8,6 @@ import threading
 from collections import Counter
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ...events import SessionEnded
 from ...record import SessionRecord
@@ -92,7 +90,7 @@ class Reports(Transactions):
                 self._refusals_timer = None
         if not counts:
             return
-        insert = (postgresql_insert if self._row_locks else sqlite_insert)(session_refusals)
+        insert = self._insert(session_refusals)
         insert = insert.on_conflict_do_update(
             index_elements=["hour", "reason"],
             set_={"count": session_refusals.c.count + insert.excluded["count"]})

@@ -3,8 +3,6 @@ locks in one order, so two app servers never both take the last free try."""
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ...throttle import Failures, claim, released
 from .engine import Transactions
@@ -36,7 +34,7 @@ class Throttling(Transactions):
         write transaction itself is the lock). A key without a row gets one first (count 0,
         forgotten long ago), so that two first tries at once lock the same row."""
         names = sorted({key.name for key in keys})  # one order: no deadlock between claims
-        insert = (postgresql_insert if self._row_locks else sqlite_insert)(session_failures)
+        insert = self._insert(session_failures)
         conn.execute(insert.on_conflict_do_nothing(index_elements=["name"]),
                      [{"name": name, "count": 0, "last": at(0)} for name in names])
         rows = conn.execute(sa.select(session_failures).where(session_failures.c.name.in_(names))
