@@ -29,15 +29,29 @@ def test_push_to_the_expired_page_at_the_deadline(live, context):
     arrived = arrival(page)
     expires_in = page.evaluate(EXPIRES_IN)
     assert IDLE - 2 < expires_in <= IDLE  # less by the time since signing in
-    # The push is the moment the page asks for the expired page, not when the server has
-    # rendered it (on a busy machine the first render of a template alone can take a second).
-    pushes = []
-    page.on("request", lambda request: pushes.append(time.monotonic())
-            if request.is_navigation_request() and "/session-expired" in request.url else None)
+    # Two moments, each with its own slack: when the page asks the server at the deadline
+    # (the page's own timing), and when it pushes after the answer arrives. The server's
+    # time to answer between them is the machine's, not the page's: on a busy 2-core runner
+    # it alone can take a second. The push is the moment the page asks for the expired
+    # page, not when the server has rendered it.
+    asked, answered, pushes = [], [], []
+
+    def on_request(request):
+        if "/session/status" in request.url:
+            asked.append(time.monotonic())
+        elif request.is_navigation_request() and "/session-expired" in request.url:
+            pushes.append(time.monotonic())
+
+    page.on("request", on_request)
+    page.on("response", lambda response: answered.append(time.monotonic())
+            if "/session/status" in response.url else None)
     page.wait_for_url(re.compile(r"/session-expired\?reason=idle_timeout"),
                       timeout=(IDLE + 5) * 1000, wait_until="commit")
-    pushed = pushes[0] - arrived
-    assert expires_in - 0.1 <= pushed <= expires_in + 1.0, pushed
+    at_deadline = [moment - arrived for moment in asked if moment - arrived > expires_in / 2]
+    assert at_deadline, "the page pushed without asking the server"
+    assert expires_in - 0.1 <= at_deadline[0] <= expires_in + 1.0, at_deadline
+    last_answer = max(moment for moment in answered if moment <= pushes[0])
+    assert pushes[0] - last_answer <= 1.0, (pushes[0], answered)
     assert "came_from=%2Fworkspace" in page.url
     page.wait_for_load_state()
     assert page.locator(".reason").inner_text() == (
