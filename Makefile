@@ -8,7 +8,7 @@ PIP    := $(PYTHON) -m pip --disable-pip-version-check -q
 # generator of the benchmarks, and valgrind, which counts a request's instructions
 # (the benchmarks' smoke runs are part of the suite), and nginx, the reverse proxy
 # the proxy-header tests start in front of waitress.
-DEBIAN_PACKAGES := postgresql chromium wrk valgrind nginx
+DEBIAN_PACKAGES := postgresql chromium wrk valgrind nginx redis-server
 
 .PHONY: run test bench load install install-test system-packages clean
 

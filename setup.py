@@ -41,6 +41,13 @@ postgresql_requires = [
     "psycopg[binary]>=3.1",
 ]
 
+# The Redis client, for the Redis store (``expiry:redis``; it serves Valkey as well), with
+# its C parser.
+redis_requires = [
+    "redis>=5.0",
+    "hiredis>=2.3",
+]
+
 # The suite runs the demo (its own distribution, demo/: make installs it beside this one),
 # on PostgreSQL as well as SQLite.
 tests_require = [
@@ -53,6 +60,7 @@ tests_require = [
     "locust>=2.30",
     "psycopg-pool>=3.2",
     *postgresql_requires,
+    *redis_requires,
 ]
 
 setup(
@@ -97,18 +105,21 @@ setup(
     include_package_data=True,
     package_data={"session_expiry": [
         "py.typed", "templates/**/*", "static/**/*",
+        "stores/redis/lua/*.lua",
         "migrations/env.py", "migrations/script.py.mako", "migrations/versions/*.py",
     ]},
     python_requires=">=3.11",
     install_requires=requires,
     extras_require={
         "postgresql": postgresql_requires,
+        "redis": redis_requires,
         "testing": tests_require,
     },
     entry_points={
         "beaker.backends": [
             "expiry:memory = session_expiry.stores.beaker:StoreNamespace",
             "expiry:sql = session_expiry.stores.beaker:StoreNamespace",
+            "expiry:redis = session_expiry.stores.beaker:StoreNamespace",
         ],
         "console_scripts": [
             "session-sweeper = session_expiry.scripts.sweeper:main",

@@ -18,6 +18,7 @@ from session_expiry.inputs import read_session_key
 from session_expiry_demo import make_app
 from session_expiry_demo.models import User
 from tests.postgres import PostgresServer
+from tests.redis_server import RedisCluster, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789-0123456789-0123456789"
@@ -71,6 +72,32 @@ def postgres():
     server = PostgresServer(shared_preload_libraries="pg_stat_statements").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real Redis server, started for this test run and stopped after it."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A real Redis Cluster of three masters, started for this test run."""
+    with RedisCluster() as cluster:
+        yield cluster
+
+
+def clear_redis(url: str) -> None:
+    """Forget everything the Redis server (or every master of the cluster) at ``url`` holds."""
+    from session_expiry.stores.redis.connection import Connection
+
+    connection = Connection(url)
+    try:
+        for server in connection.primaries():
+            server.flushall()
+    finally:
+        connection.close()
 
 
 @pytest.fixture(scope="session")

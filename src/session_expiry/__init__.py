@@ -60,6 +60,10 @@ def build_store(policy, clock, on_end):
         from .stores.sql import SqlStore, engine_for
 
         return SqlStore(engine_for(policy.store_url), policy, clock, on_end=on_end)
+    if policy.store_type == "expiry:redis":
+        from .stores.redis import RedisStore
+
+        return RedisStore(policy.store_url, policy, clock, on_end=on_end)
     from .stores.memory import MemoryStore
 
     return MemoryStore(policy, clock, on_end=on_end)

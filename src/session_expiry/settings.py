@@ -31,8 +31,10 @@ FROM_ENVIRONMENT = {
 
 #: The Beaker backends this package registers, by their ``session.type``, with
 #: their default ``sweep_interval``: the memory store must sweep itself (nothing
-#: else ends its sessions); a farm's SQL store is swept by ``session-sweeper``.
-STORE_TYPES = {"expiry:memory": 1, "expiry:sql": None}
+#: else ends its sessions); a farm's SQL or Redis store is swept by ``session-sweeper``.
+STORE_TYPES = {"expiry:memory": 1, "expiry:sql": None, "expiry:redis": None}
+#: What ``session.url`` of the Redis store may begin with.
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 #: Beaker options we set ourselves when the ini leaves them out; any other
 #: value contradicts the one clock and stops start-up.
@@ -333,11 +335,7 @@ def load(settings: dict, environ=os.environ) -> tuple[dict, Policy]:
         )
 
     store_type = str(beaker["type"]).strip()
-    store_url = str(beaker.get("url") or settings.get("sqlalchemy.url") or "").strip() or None
-    if store_type == "expiry:sql" and store_url is None:
-        raise _fail("session.url", "the SQL store needs a database",
-                    "write sqlalchemy.url (the application database) or session.url, or set "
-                    "SQLALCHEMY_URL or SESSION_URL")
+    store_url = _store_url(settings, beaker, store_type)
 
     login_url, expired_url = _pages(settings)
 
@@ -365,6 +363,25 @@ def load(settings: dict, environ=os.environ) -> tuple[dict, Policy]:
     )
     settings.update({"session." + k: v for k, v in beaker.items()})
     return settings, policy
+
+
+def _store_url(settings: dict, beaker: dict, store_type: str) -> str | None:
+    """Where the store keeps its sessions: the SQL store's database (``session.url``, else
+    the application's ``sqlalchemy.url``), the Redis store's server (``session.url``)."""
+    session_url = str(beaker.get("url") or "").strip() or None
+    if store_type == "expiry:redis":
+        if session_url is None or not session_url.startswith(REDIS_SCHEMES):
+            found = "is missing" if session_url is None else "is not a Redis URL"
+            raise _fail("session.url", f"{found}; the Redis store needs its server",
+                        "write session.url = redis://host:6379/0 (or rediss:// for TLS, "
+                        "unix:///path/to/redis.sock), or set SESSION_URL")
+        return session_url
+    store_url = session_url or str(settings.get("sqlalchemy.url") or "").strip() or None
+    if store_type == "expiry:sql" and store_url is None:
+        raise _fail("session.url", "the SQL store needs a database",
+                    "write sqlalchemy.url (the application database) or session.url, or set "
+                    "SQLALCHEMY_URL or SESSION_URL")
+    return store_url
 
 
 def _throttle(settings: dict) -> dict:

@@ -56,6 +56,8 @@ def url(kind, request, tmp_path) -> str | None:
     """As test_stores' ``url``, and the refused-request counts are cleared too."""
     if kind == "memory":
         return None
+    if kind in test_stores.REDIS_KINDS:
+        return test_stores.redis_url(kind, request)
     if kind == "sqlite":
         path = tmp_path / "sessions.sqlite"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)

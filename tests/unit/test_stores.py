@@ -28,6 +28,7 @@ from session_expiry.settings import RANGES, Policy, load
 from session_expiry.stores import EMPTY, SessionData, StoreUnavailable, SweepResult, session_key
 from session_expiry.stores.beaker import JudgedSession
 from session_expiry.stores.memory import MemoryStore
+from session_expiry.stores.redis import RedisStore
 from session_expiry.stores.sql import (
     SqlStore,
     engine_for,
@@ -37,7 +38,7 @@ from session_expiry.stores.sql import (
 )
 from session_expiry.stores.sql.sweeping import TAKE_SWEPT, take_claimed
 from session_expiry.throttle import keys_for
-from tests.conftest import clear_sessions, migrate
+from tests.conftest import clear_redis, clear_sessions, migrate
 from tests.postgres import free_port
 
 T0 = 1_800_000_000  # 2027-01-15 08:00:00 UTC
@@ -50,8 +51,9 @@ POLICY = Policy(idle_timeout=IDLE, absolute_timeout=ABSOLUTE, warn_before=120,
 KEY = session_key("session-one")
 KEY2 = session_key("session-two")
 
-KINDS = ("memory", "sqlite", "postgresql")
+KINDS = ("memory", "sqlite", "postgresql", "redis", "redis-cluster")
 SQL_KINDS = ("sqlite", "postgresql")
+REDIS_KINDS = ("redis", "redis-cluster")
 MERGE_LOGGER = "session_expiry.stores"
 
 
@@ -113,8 +115,17 @@ def url(kind, request, tmp_path) -> str | None:
         path = tmp_path / "sessions.sqlite"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         return f"sqlite:///{path}"
+    if kind in REDIS_KINDS:
+        return redis_url(kind, request)
     url = request.getfixturevalue("postgres_url")
     clear_sessions(url)
+    return url
+
+
+def redis_url(kind, request) -> str:
+    """The test run's Redis server (``redis``) or cluster (``redis-cluster``), emptied."""
+    url = request.getfixturevalue("redis_server" if kind == "redis" else "redis_cluster").url
+    clear_redis(url)
     return url
 
 
@@ -139,6 +150,8 @@ class Stores:
         on_end = on_end or (lambda event: None)
         if self.kind == "memory":
             store = MemoryStore(policy, self.clock, on_end=on_end)
+        elif self.kind in REDIS_KINDS:
+            store = RedisStore(self.url, policy, self.clock, on_end=on_end)
         else:
             store = SqlStore(engine or engine_for(self.url), policy, self.clock, on_end=on_end)
         self.built.append(store)
@@ -1618,6 +1631,8 @@ def failures_kept(store) -> int:
     """How many keys' failures the store holds."""
     if isinstance(store, MemoryStore):
         return len(store._failures)
+    if isinstance(store, RedisStore):
+        return store.redis.client.hlen(store.layout.failures)
     with store.engine.connect() as conn:
         return conn.execute(sa.text("SELECT count(*) FROM session_failures")).scalar()
 

@@ -1,0 +1,135 @@
+"""The Redis store's connection: one client per store (a pool, timeouts, one quick retry),
+a plain server or a cluster (asked of the server, once it answers), the scripts, and the
+errors that mean "Redis cannot be reached" turned into ``StoreUnavailable``."""
+from __future__ import annotations
+
+import functools
+import threading
+from importlib.resources import files
+from urllib.parse import parse_qs, urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    ClusterError,
+    ConnectionError,
+    MasterDownError,
+    ReadOnlyError,
+    TimeoutError,
+    TryAgainError,
+)
+from redis.retry import Retry
+
+from ..contract import StoreUnavailable
+
+#: The schemes ``session.url`` may name for this store.
+SCHEMES = ("redis", "rediss", "unix")
+#: Timeouts (seconds) unless the URL sets its own (``?socket_timeout=…``): a Redis that
+#: does not answer is a 503 within about this long, not a hung request.
+CONNECT_TIMEOUT, SOCKET_TIMEOUT = 1.0, 2.0
+#: What means "Redis cannot be reached now" (down, restarting, loading its AOF, failing
+#: over), as opposed to a mistake of ours.
+UNREACHABLE = (ConnectionError, TimeoutError, BusyLoadingError, ClusterDownError,
+               ClusterError, MasterDownError, ReadOnlyError, TryAgainError)
+
+_LUA = files(__package__) / "lua"
+_COMMON = (_LUA / "common.lua").read_text(encoding="utf-8")
+#: The scripts whose sessions may end in them get the shared ``finish``.
+_ENDING = ("end", "sweep")
+
+
+def script_text(name: str) -> str:
+    body = (_LUA / f"{name}.lua").read_text(encoding="utf-8")
+    return _COMMON + body if name in _ENDING else \
+        "local base = KEYS[1]\n" + body
+
+
+def unavailable(method):
+    """Turn "cannot reach Redis" into ``StoreUnavailable`` (a 503, and the next request
+    tries again)."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except UNREACHABLE as error:
+            raise StoreUnavailable(f"the session Redis cannot be reached: {error}") from error
+
+    return guarded
+
+
+def _options(url: str) -> dict:
+    """The client's options: the defaults, less what the URL sets itself."""
+    given = parse_qs(urlsplit(url).query)
+    options = {"decode_responses": True, "health_check_interval": 30,
+               "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+               "retry_on_error": [ConnectionError, TimeoutError]}
+    if "socket_connect_timeout" not in given:
+        options["socket_connect_timeout"] = CONNECT_TIMEOUT
+    if "socket_timeout" not in given:
+        options["socket_timeout"] = SOCKET_TIMEOUT
+    return options
+
+
+class Connection:
+    """The store's client, made at the first use that reaches Redis (a server that is down
+    at start-up delays nothing but that), and its scripts."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._client = None
+        self._lock = threading.Lock()
+        self._scripts: dict[str, object] = {}
+
+    @property
+    def client(self):
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._connect()
+                client = self._client
+        return client
+
+    def _connect(self):
+        options = _options(self.url)
+        plain = redis.Redis.from_url(self.url, **options)
+        if urlsplit(self.url).scheme == "unix":
+            return plain
+        try:
+            clustered = plain.info("cluster").get("cluster_enabled") == 1
+        except BaseException:
+            plain.close()
+            raise
+        if not clustered:
+            return plain
+        plain.close()
+        options.pop("health_check_interval")
+        return RedisCluster.from_url(self.url, **options)
+
+    @property
+    def clustered(self) -> bool:
+        return isinstance(self.client, RedisCluster)
+
+    def script(self, name: str):
+        """The script ``lua/<name>.lua``, registered once (sent by hash; loaded on demand)."""
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self.client.register_script(script_text(name))
+        return script
+
+    def run(self, name: str, keys: list, args: list):
+        return self.script(name)(keys=keys, args=args)
+
+    def primaries(self) -> list:
+        """A client per server holding sessions: the one, or each master of a cluster."""
+        client = self.client
+        if isinstance(client, RedisCluster):
+            return [client.get_redis_connection(node) for node in client.get_primaries()]
+        return [client]
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

@@ -1,0 +1,34 @@
+-- Shared by the scripts that end sessions. KEYS[1] is the partition's base: every key a
+-- script touches begins with it, so all of them hash to its slot.
+local base = KEYS[1]
+
+-- End the open session ``key`` at ``now`` for ``reason`` (for its timeout instead, when
+-- past its deadline): the data goes, the tombstone stays, the event goes to the stream and
+-- is delivered at once to ``consumer``, who notifies and acknowledges it. Returns the
+-- event's id and the tombstone ({id, key, user, created, last seen, idle deadline,
+-- absolute deadline, ip, user agent, ended at, reason}), or nil when it is not open.
+local function finish(key, reason, now, consumer, keep)
+  local session = base .. 's:' .. key
+  local f = redis.call('HMGET', session, 'u', 'c', 'i', 'a', 'v', 'l', 'ip', 'ua')
+  if not f[5] then return nil end
+  local idle, absolute = tonumber(f[3]), tonumber(f[4])
+  if now >= math.min(idle, absolute) then
+    if absolute <= idle then reason = 'absolute_timeout' else reason = 'idle_timeout' end
+  end
+  local duration = now - tonumber(f[2])
+  redis.call('HDEL', session, 'd', 'v')
+  redis.call('HSET', session, 'e', now, 'r', reason)
+  redis.call('EXPIRE', session, keep)
+  redis.call('ZREM', base .. 'due', key)
+  redis.call('ZREM', base .. 'seen', key)
+  redis.call('ZREM', base .. 'born', key)
+  redis.call('ZADD', base .. 'ended', now, key .. ':' .. reason .. ':' .. duration .. ':' .. f[1])
+  local events = base .. 'events'
+  -- The group exists before the first entry: every entry is delivered in the script
+  -- that adds it, so '>' below reads just that one.
+  redis.pcall('XGROUP', 'CREATE', events, 'notify', '$', 'MKSTREAM')
+  local id = redis.call('XADD', events, '*', 'key', key, 'user', f[1], 'reason', reason,
+                        'at', now, 'duration', duration)
+  redis.call('XREADGROUP', 'GROUP', 'notify', consumer, 'COUNT', 1, 'STREAMS', events, '>')
+  return {id, key, f[1], f[2], f[6], f[3], f[4], f[7] or '', f[8] or '', now, reason}
+end

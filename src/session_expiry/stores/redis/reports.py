@@ -1,0 +1,134 @@
+"""The Redis store's answers to the report: each partition's figures and list pages made by a
+script on its own slot, then folded together here (the pure folding is the read model's)."""
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+
+from ...events import SessionEnded
+from ..readmodel import (
+    HOUR,
+    LENGTH_EDGES,
+    WINDOW,
+    ActiveSort,
+    Cursor,
+    EndCount,
+    after_cursor,
+    page_of,
+    percentile,
+    sort_value,
+    summarize,
+)
+from .connection import unavailable
+from .layout import parse_ended
+from .lifecycle import record_of
+
+#: The sorted set each sort of the active sessions walks.
+_SORTED_BY = {ActiveSort.STARTED: "born", ActiveSort.LAST_SEEN: "seen",
+              ActiveSort.REMAINING: "due"}
+
+
+class Reports:
+    """``ReportReads``: refused requests counted, the summary, the two lists."""
+
+    @unavailable
+    def count_refusal(self, reason, now):
+        self.redis.client.hincrby(self.layout.refusals, f"{now - now % HOUR}:{reason}", 1)
+
+    @unavailable
+    def summary(self, now):
+        since = now - WINDOW
+        active = started = 0
+        earliest = None
+        groups: Counter = Counter()
+        lengths: Counter = Counter()
+        for partition in self.layout.partitions:
+            counted, begun, first, grouped, measured = self.redis.run(
+                "summary", [partition.base], [now, since, *LENGTH_EDGES])
+            active, started = active + counted, started + begun
+            if first != "":
+                earliest = int(first) if earliest is None else min(earliest, int(first))
+            for group, count in zip(grouped[::2], grouped[1::2], strict=True):
+                groups[group] += count
+            for length, count in zip(measured[::2], measured[1::2], strict=True):
+                lengths[int(length)] += count
+        refusals = []
+        for field, count in self.redis.client.hgetall(self.layout.refusals).items():
+            hour, reason = field.split(":", 1)
+            if int(hour) > since:
+                refusals.append((reason, int(count)))
+        ordered = sorted(lengths.elements())
+        return summarize(
+            now, active=active, started=started,
+            end_counts=[EndCount(int(hours), reason, int(bucket), count)
+                        for (hours, reason, bucket), count
+                        in ((group.split(":"), count) for group, count in groups.items())],
+            refusals=refusals, lengths=(percentile(ordered, .5), percentile(ordered, .9)),
+            sweeper_lag=now - earliest if earliest is not None and earliest <= now else 0)
+
+    @unavailable
+    def active_sessions(self, query):
+        sort, descending = query.sort, query.sort.descending
+        if query.user_id is not None:  # a user has few sessions: from their index
+            records = [record for record in self._records_of_user(query.user_id)
+                       if record.is_open and record.deadline > query.now
+                       and after_cursor(sort_value(record, sort), record.key, query.after,
+                                        descending)]
+            records.sort(key=lambda record: (sort_value(record, sort), record.key),
+                         reverse=descending)
+            rows = records[:query.limit + 1]
+        else:
+            after = query.after
+            found = []
+            for partition in self.layout.partitions:
+                flat = self.redis.run("active", [partition.base], [
+                    _SORTED_BY[sort], int(descending), query.now,
+                    "" if after is None else after.value, "" if after is None else after.key,
+                    query.limit + 1])
+                found.append([(int(value), key) for key, value
+                              in zip(flat[::2], flat[1::2], strict=True)])
+            merged = heapq.merge(*found, reverse=descending)
+            keys = [key for _, key in list(merged)[:query.limit + 1]]
+            pipe = self.redis.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(self.layout.partition(key).session(key))
+            rows = [record_of(key, fields) for key, fields
+                    in zip(keys, pipe.execute() if keys else [], strict=True) if fields]
+        return page_of(rows, query.limit,
+                       lambda record: Cursor(sort_value(record, sort), record.key))
+
+    @unavailable
+    def recent_ends(self, query):
+        after = query.after
+        found = []
+        for partition in self.layout.partitions:
+            flat = self.redis.run("recent", [partition.base], [
+                "" if after is None else after.value, "" if after is None else after.key,
+                query.reason or "", "" if query.user_id is None else ":" + query.user_id,
+                query.limit + 1])
+            found.append([(int(at), member) for member, at
+                          in zip(flat[::2], flat[1::2], strict=True)])
+        rows = []
+        for at, member in list(heapq.merge(*found, reverse=True))[:query.limit + 1]:
+            key, reason, duration, user_id = parse_ended(member)
+            rows.append(SessionEnded(key, user_id, reason, at, duration))
+        return page_of(rows, query.limit, lambda event: Cursor(event.ended_at, event.session_key))
+
+    @unavailable
+    def prune_refusals(self, horizon: int) -> None:
+        client = self.redis.client
+        old = [field for field in client.hkeys(self.layout.refusals)
+               if int(field.split(":", 1)[0]) <= horizon]
+        if old:
+            client.hdel(self.layout.refusals, *old)
+
+    @unavailable
+    def records(self) -> list:
+        """Every record, open or ended (for tests and the maintenance scripts)."""
+        found = []
+        for server in self.redis.primaries():
+            for name in server.scan_iter(match=self.layout.pattern, count=1000):
+                fields = server.hgetall(name)
+                if fields:
+                    found.append(record_of(name.rsplit(":s:", 1)[1], fields))
+        return found
