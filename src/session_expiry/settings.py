@@ -146,7 +146,8 @@ class Policy:
     store_type: str = "expiry:memory"
     #: Seconds between in-process sweeps; None: no sweep thread.
     sweep_interval: int | None = 1
-    #: Where the SQL store keeps its tables (``session.url``, else ``sqlalchemy.url``).
+    #: Where the store keeps its sessions: the SQL store's database (``session.url``, else
+    #: ``sqlalchemy.url``), the Redis store's server (``session.url``).
     store_url: str | None = None
     cookie_secure: bool = False
     cookie_samesite: str = "Lax"
@@ -174,6 +175,12 @@ class Policy:
     throttle_forget_after: int = 3600
     #: Wrong passwords in a row that end the session they were entered in.
     reauth_max_failures: int = 5
+
+    @property
+    def shared_store(self) -> bool:
+        """True when the sessions live outside the server process (SQL, Redis): scripts and
+        other app servers reach them, and ``session-sweeper`` ends them."""
+        return self.store_type != "expiry:memory"
 
     def may_scrape(self, address: str | None) -> bool:
         """True when ``address`` (the client's, as the WSGI server gives it) may read /metrics."""

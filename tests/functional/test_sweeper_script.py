@@ -80,7 +80,7 @@ def test_once_ends_overdue_sessions_and_prints_a_summary(tmp_path, sqlite_url):
 def test_the_memory_store_is_refused_with_exit_code_2(tmp_path, sqlite_url):
     done = sweeper(ini_for(tmp_path, sqlite_url, store="expiry:memory"), "--once")
     assert done.returncode == 2
-    assert "not expiry:sql" in done.stderr
+    assert "for expiry:sql and expiry:redis" in done.stderr
 
 
 def test_a_database_that_is_down_exits_1_with_a_clear_message(tmp_path):

@@ -543,7 +543,8 @@ def test_sessions_commands_refuse_the_memory_store_with_exit_2(ini, db_url, caps
     add_user(db_url, "carol", "carol-password")
     code, out, err = run_main([ini, command, "carol"], capsys)
     assert (code, out) == (2, "")
-    assert err.startswith(f"session-users: {command} needs session.type = expiry:sql")
+    assert err.startswith(f"session-users: {command} needs a shared store "
+                          "(session.type = expiry:sql or expiry:redis)")
     assert "inside the server process" in err
     assert "/admin/sessions" in err and "Revoke every session" in err
 

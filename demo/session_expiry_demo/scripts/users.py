@@ -15,9 +15,10 @@ Bootstrapped from the ini, so it reads the same settings the server does.
 ``passwd``, ``revoke-admin`` and ``remove`` commit the change to the user
 first, then end every open session of that user with reason ``revoked`` (each
 fires its ``SessionEnded`` once), and say how many ended. The sessions are in
-reach only with ``session.type = expiry:sql``: the memory store lives inside
-the server process, so there the change is made and a note says how to end
-the sessions on the server (``/admin/sessions``, "Revoke every session");
+reach only with a shared store (``expiry:sql``, ``expiry:redis``): the memory
+store lives inside the server process, so there the change is made and a note
+says how to end the sessions on the server (``/admin/sessions``, "Revoke every
+session");
 ``sessions`` and ``end-sessions`` refuse to run.
 
 Exit codes: 0 done; 1 the session database could not be reached (a change to
@@ -45,7 +46,6 @@ from ..models import User
 DEMO_USERS = (("alice", "alice", False), ("admin", "admin", True))
 
 EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
-SQL_STORE = "expiry:sql"
 #: Commands that change a user, then end that user's sessions (reason ``revoked``).
 ENDING_COMMANDS = ("passwd", "revoke-admin", "remove")
 #: Commands about sessions alone: they need a store this process can reach.
@@ -202,7 +202,7 @@ def list_sessions(store, target: Target, now: int, out) -> None:
 def settle(args, target: Target, expiry, out=None, err=None) -> int:
     """List or end ``target``'s sessions, now that the change to the user is committed."""
     out, err = out or sys.stdout, err or sys.stderr
-    if expiry.policy.store_type != SQL_STORE:  # only an ending command gets here
+    if not expiry.policy.shared_store:  # only an ending command gets here
         print(target.done, file=out)
         print(f"session-users: {memory_store_note(target)}", file=err)
         return EXIT_OK
@@ -260,9 +260,10 @@ def parser() -> argparse.ArgumentParser:
                         "the user's open sessions").add_argument("username")
     commands.add_parser("remove", help="delete a user and end their open sessions") \
         .add_argument("username")
-    for name, text in (("sessions", "list a user's open sessions (expiry:sql only)"),
+    for name, text in (("sessions", "list a user's open sessions "
+                        "(expiry:sql, expiry:redis)"),
                        ("end-sessions", "end a user's open sessions, reason revoked "
-                        "(expiry:sql only)")):
+                        "(expiry:sql, expiry:redis)")):
         command = commands.add_parser(name, help=text)
         who = command.add_mutually_exclusive_group(required=True)
         who.add_argument("username", nargs="?")
@@ -280,9 +281,10 @@ def main(argv=None) -> int:
         request = env["request"]
         expiry = env["registry"].session_expiry
         try:
-            if args.command in SESSION_COMMANDS and expiry.policy.store_type != SQL_STORE:
+            if args.command in SESSION_COMMANDS and not expiry.policy.shared_store:
                 raise UsageError(
-                    f"{args.command} needs session.type = expiry:sql: with expiry:memory the "
+                    f"{args.command} needs a shared store (session.type = expiry:sql or "
+                    "expiry:redis): with expiry:memory the "
                     "sessions live inside the server process, which this script cannot reach; "
                     "see and end them at /admin/sessions (filter by user, then \"Revoke every "
                     "session\")")

@@ -1,16 +1,17 @@
-"""``session-sweeper <ini>``: end the SQL store's overdue sessions, exactly once each.
+"""``session-sweeper <ini>``: end a shared store's overdue sessions, exactly once each.
 
     session-sweeper production.ini --once            # one pass, then exit
     session-sweeper production.ini --every 30s       # a pass every 30 seconds until stopped
     session-sweeper production.ini --once --batch 1000
 
-A session nobody comes back to is ended here, with one event row written in
-the same transaction; its notifications (the log line, ``SessionEnded``
-subscribers) are sent after the commit from the outbox, so a sweeper killed
-in between leaves them for the next run. Any number of sweepers may run at
-once against one PostgreSQL database.
+A session nobody comes back to is ended here, its event written in the same
+step (SQL: a transaction; Redis: a script); its notifications (the log line,
+``SessionEnded`` subscribers) are sent after it, from the outbox (SQL) or the
+event stream's consumer group (Redis), so a sweeper killed in between leaves
+them for the next run. Any number of sweepers may run at once against one
+PostgreSQL database or one Redis (or Redis Cluster).
 
-Exit codes: 0 done; 1 the database could not be reached; 2 bad arguments or
+Exit codes: 0 done; 1 the store could not be reached; 2 bad arguments or
 settings.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="session-sweeper",
-                                description="End overdue sessions of the SQL store.")
+                                description="End overdue sessions of the SQL or Redis store.")
     p.add_argument("ini", help="the app's ini file, e.g. production.ini")
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--once", action="store_true", help="one pass, then exit")
@@ -85,7 +86,7 @@ def sweep_once(store, batch, out=sys.stdout) -> int:
     try:
         result = store.sweep(int(store.clock()), batch, progress=bar)
     except StoreUnavailable as error:
-        print(f"session-sweeper: the session database cannot be reached: {error}",
+        print(f"session-sweeper: the session store cannot be reached: {error}",
               file=sys.stderr)
         return EXIT_UNAVAILABLE
     finally:
@@ -148,9 +149,10 @@ def run(args, out) -> int:
     expiry = env["registry"].session_expiry
     store = expiry.store
     try:
-        if expiry.policy.store_type != "expiry:sql":
-            print("session-sweeper: session.type is not expiry:sql; the memory store is "
-                  "swept inside the server process", file=sys.stderr)
+        if not expiry.policy.shared_store:
+            print("session-sweeper: session.type is expiry:memory, which is swept inside "
+                  "the server process; the sweeper is for expiry:sql and expiry:redis",
+                  file=sys.stderr)
             return EXIT_USAGE
         if args.once:
             return sweep_once(store, args.batch, out)
