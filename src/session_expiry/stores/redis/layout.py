@@ -44,15 +44,18 @@ PREFIX = "session-expiry"
 
 
 def _tag(partition: int) -> str:
-    """The hash tag of ``partition``: the first ``<partition>.<n>`` whose slot lies in the
-    partition's share of the slot space."""
-    low, high = partition * SLOTS // PARTITIONS, (partition + 1) * SLOTS // PARTITIONS
+    """The hash tag of ``partition``: the first ``<partition>.<n>`` whose slot lies near the
+    middle of the partition's share of the slot space (so masters owning any contiguous
+    ranges get shares of partitions that differ by one at most)."""
+    middle = (2 * partition + 1) * SLOTS // (2 * PARTITIONS)
     n = 0
-    while not low <= key_slot(f"{partition}.{n}".encode()) < high:
+    while abs(key_slot(f"{partition}.{n}".encode()) - middle) > _NEAR:
         n += 1
     return f"{partition}.{n}"
 
 
+#: How near the middle of its share a partition's slot lies.
+_NEAR = 4
 TAGS = tuple(_tag(partition) for partition in range(PARTITIONS))
 
 
