@@ -319,6 +319,40 @@ def test_the_sql_store_may_leave_sweeping_to_session_sweeper():
     assert policy.sweep_interval is None
 
 
+@pytest.mark.parametrize("url", ["redis://sessions.internal:6379/0", "rediss://user:pw@r:6380/1",
+                                 "unix:///run/redis/redis.sock"])
+def test_the_redis_store_takes_its_server_from_session_url_and_leaves_sweeping_to_the_sweeper(
+        url):
+    _, policy = load(settings(session__type="expiry:redis", session__url=url,
+                              sqlalchemy__url="sqlite://"), environ={})
+    assert (policy.store_type, policy.store_url) == ("expiry:redis", url)
+    assert policy.sweep_interval is None and policy.shared_store
+
+
+def test_the_redis_store_takes_session_url_from_the_environment():
+    _, policy = load(settings(session__type="expiry:redis"),
+                     environ={"SESSION_URL": "redis://127.0.0.1:6379/0"})
+    assert policy.store_url == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    (None, "is missing"), ("", "is missing"),
+    ("postgresql+psycopg://app@db/app", "is not a Redis URL"),
+    ("sqlite:///sessions.sqlite", "is not a Redis URL"),
+    ("http://redis:6379", "is not a Redis URL")])
+def test_the_redis_store_without_a_redis_url_stops_start_up_naming_session_url(url, problem):
+    """Not even the application's sqlalchemy.url, which the SQL store would take."""
+    with pytest.raises(ConfigurationError, match=rf"^session\.url: {problem}; the Redis store"):
+        load(settings(session__type="expiry:redis", session__url=url,
+                      sqlalchemy__url="sqlite://"), environ={})
+
+
+def test_only_the_memory_store_lives_in_the_process():
+    assert not Policy(store_type="expiry:memory").shared_store
+    assert Policy(store_type="expiry:sql").shared_store
+    assert Policy(store_type="expiry:redis").shared_store
+
+
 @pytest.mark.parametrize(("key", "secure"), [
     ("auth_tkt", "false"), ("csrf_token", "false"),
     ("__Host-auth_tkt", "true"), ("__Secure-csrf_token", "true")])
