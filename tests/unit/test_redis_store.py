@@ -346,3 +346,26 @@ def test_a_unix_socket_url_reaches_the_same_server(own_server, make):
     store.open(KEY, "42", T0)
     assert make(at=own_server.url).get(KEY) == store.get(KEY)
     assert re.fullmatch(r"unix://.+\.sock", own_server.unix_url)
+
+
+def test_the_sweep_forgets_consumers_of_processes_long_gone_but_not_their_pending_events(
+        make, monkeypatch):
+    from session_expiry.stores.redis import sweeping
+
+    def dies(event):
+        raise Crash
+
+    gone, dead = make(), make(on_end=dies)
+    gone.open(KEY, "42", T0)
+    gone.end(KEY, "logged_out", T0 + 1)
+    dead.open(KEY2, "43", T0)
+    with pytest.raises(Crash):
+        dead.end(KEY2, "logged_out", T0 + 1)
+    monkeypatch.setattr(sweeping, "FORGET_CONSUMER_AFTER", 0)
+    time.sleep(0.01)  # idle for longer than nothing
+    gone.prune(T0 + 2)
+    client = gone.redis.client
+    consumers = {consumer["name"] for partition in gone.layout.partitions
+                 if client.exists(partition.events)
+                 for consumer in client.xinfo_consumers(partition.events, GROUP)}
+    assert consumers == {dead.consumer}, "the one with an event pending stays"

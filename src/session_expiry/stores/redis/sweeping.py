@@ -20,6 +20,9 @@ log = logging.getLogger("session_expiry.stores.redis")
 #: An event delivered to a consumer that has not acknowledged it this long (seconds) is
 #: taken to be a dead process's: a sweeper claims it and tells it again.
 CLAIM_AFTER = 60
+#: A consumer (a process that ended sessions) with nothing pending is forgotten after this
+#: long idle (seconds); a live one comes back with its next end.
+FORGET_CONSUMER_AFTER = 86400
 
 
 def event_of(fields: dict) -> SessionEnded:
@@ -98,7 +101,8 @@ class Sweeping:
         for partition in self.layout.partitions:
             while True:
                 deleted = self.redis.run("prune", [partition.base], [
-                    horizon, started_horizon, batch, self.policy.retention * 1000])
+                    horizon, started_horizon, batch, self.policy.retention * 1000,
+                    FORGET_CONSUMER_AFTER * 1000])
                 pruned += deleted
                 if deleted < batch:
                     break

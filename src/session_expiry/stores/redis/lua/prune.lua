@@ -1,6 +1,7 @@
 -- ARGV: horizon (ends at or before it are past retention), start horizon, batch,
--- retention in milliseconds (for the stream, on the server's clock).
--- Deletes up to ``batch`` tombstones past retention; how many.
+-- retention in milliseconds (for the stream, on the server's clock), how long a consumer
+-- with nothing pending may stay idle (ms). Deletes up to ``batch`` tombstones past
+-- retention; how many. Trims the stream, and forgets the consumers of processes long gone.
 local doomed = redis.call('ZRANGEBYSCORE', base .. 'ended', '-inf', tonumber(ARGV[1]),
                           'LIMIT', 0, tonumber(ARGV[3]))
 for _, member in ipairs(doomed) do
@@ -22,5 +23,14 @@ if redis.call('EXISTS', events) == 1 then
     if first < tonumber(minid) then minid = pending[2] end
   end
   redis.call('XTRIM', events, 'MINID', minid)
+  if ok then
+    for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', events, 'notify')) do
+      local info = {}
+      for j = 1, #consumer, 2 do info[consumer[j]] = consumer[j + 1] end
+      if info['pending'] == 0 and info['idle'] > tonumber(ARGV[5]) then
+        redis.call('XGROUP', 'DELCONSUMER', events, 'notify', info['name'])
+      end
+    end
+  end
 end
 return #doomed
