@@ -317,7 +317,7 @@ def test_a_redis_that_is_down_is_store_unavailable_soon_and_back_without_a_resta
     store.open(KEY, "42", T0)
     own_server.kill()
     started = time.monotonic()
-    with pytest.raises(StoreUnavailable, match="cannot be reached"):
+    with pytest.raises(StoreUnavailable, match="cannot serve"):
         store.get(KEY)
     assert time.monotonic() - started < 5, "a 503 soon, not a hung request"
     for call in (lambda: store.touch(KEY, T0 + 1), lambda: store.end(KEY, "revoked", T0 + 1),
@@ -339,6 +339,26 @@ def test_a_store_made_while_redis_is_down_works_once_it_is_up(own_server, make):
     own_server.restart()
     store.open(KEY, "42", T0)
     assert store.get(KEY).is_open
+
+
+def test_a_full_redis_refuses_new_sessions_and_data_with_a_503_but_still_ends_them(
+        own_server, make, ends):
+    """``noeviction`` and ``maxmemory`` reached: opening a session or writing its data is
+    refused before the script changes anything (a 503, not a 500); ending one goes on (it
+    frees memory; a script that began writing is never cut short)."""
+    store = make(on_end=ends, at=own_server.url)
+    store.open(KEY, "42", T0)
+    client = own_server.client()
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", 1)  # a byte: whatever it holds, it is full
+    with pytest.raises(StoreUnavailable, match="maxmemory"):
+        store.open(KEY2, "42", T0)
+    with pytest.raises(StoreUnavailable, match="maxmemory"):
+        store.save_data(KEY, {"a": 1})
+    assert store.get(KEY2) is None
+    assert store.load_data(KEY).values() == {}
+    assert store.end(KEY, "logged_out", T0 + 1).end_reason == "logged_out"
+    assert ends.keys == [KEY] and pending(store) == 0
 
 
 def test_a_unix_socket_url_reaches_the_same_server(own_server, make):

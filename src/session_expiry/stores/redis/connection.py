@@ -17,7 +17,11 @@ from redis.exceptions import (
     ClusterError,
     ConnectionError,
     MasterDownError,
+    NoPermissionError,
+    OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterUnreachableError,
+    SlotNotCoveredError,
     TimeoutError,
     TryAgainError,
 )
@@ -30,10 +34,12 @@ SCHEMES = ("redis", "rediss", "unix")
 #: Timeouts (seconds) unless the URL sets its own (``?socket_timeout=…``): a Redis that
 #: does not answer is a 503 within about this long, not a hung request.
 CONNECT_TIMEOUT, SOCKET_TIMEOUT = 1.0, 2.0
-#: What means "Redis cannot be reached now" (down, restarting, loading its AOF, failing
-#: over), as opposed to a mistake of ours.
+#: What means "Redis cannot serve the sessions now" (down, restarting, loading its AOF,
+#: failing over, full under ``noeviction``, refusing this ACL user), as opposed to a mistake
+#: of ours: a 503 that names it, never a 500.
 UNREACHABLE = (ConnectionError, TimeoutError, BusyLoadingError, ClusterDownError,
-               ClusterError, MasterDownError, ReadOnlyError, TryAgainError)
+               ClusterError, MasterDownError, ReadOnlyError, TryAgainError, OutOfMemoryError,
+               NoPermissionError, RedisClusterUnreachableError, SlotNotCoveredError)
 
 _LUA = files(__package__) / "lua"
 _COMMON = (_LUA / "common.lua").read_text(encoding="utf-8")
@@ -55,7 +61,7 @@ def unavailable(method):
         try:
             return method(self, *args, **kwargs)
         except UNREACHABLE as error:
-            raise StoreUnavailable(f"the session Redis cannot be reached: {error}") from error
+            raise StoreUnavailable(f"the session Redis cannot serve: {error}") from error
 
     return guarded
 
