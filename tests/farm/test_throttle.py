@@ -1,5 +1,10 @@
-"""Two app servers, one PostgreSQL: password tries are counted once for the farm."""
-from tests.farm.conftest import Browser
+"""Two app servers, one session store (PostgreSQL, Redis): password tries are counted once
+for the farm."""
+import pytest
+
+from tests.farm.conftest import BACKENDS, Browser
+
+pytestmark = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 
 PAGE = {"Accept": "text/html"}
 
@@ -18,7 +23,7 @@ def end_others(browser: Browser, base: str, password: str):
 
 
 def test_wrong_passwords_sent_to_two_servers_count_against_one_account(servers):
-    a, b = servers(), servers()
+    a, b = servers.pair()
     guesser = Browser()
     assert [sign_in(guesser, base, "wrong")[0] for base in (a, b, a)] == [400, 400, 400]
     for base in (b, a):  # the fourth try waits, whichever server it reaches
@@ -30,7 +35,7 @@ def test_wrong_passwords_sent_to_two_servers_count_against_one_account(servers):
 
 
 def test_a_session_guessing_on_two_servers_is_ended_after_five_wrong_passwords(servers):
-    a, b = (servers(throttle_free_tries="10") for _ in range(2))  # only the session's count
+    a, b = servers.pair(throttle_free_tries="10")  # only the session's count
     browser = Browser()
     browser.login(a)
     statuses = [end_others(browser, base, "wrong")[0] for base in (a, b, a, b, a)]
