@@ -2,8 +2,9 @@
 
 ``alembic -c <ini> upgrade heads`` runs the demo's revisions (users) and, through the
 ini's ``version_locations``, the add-on's (branch ``session_expiry``, its session
-tables), on the application database (``sqlalchemy.url``) and, when ``session.url``
-names another one, on that too: each keeps its own ``alembic_version``.
+tables), on the application database (``sqlalchemy.url``) and, when the SQL store's
+``session.url`` names another one, on that too: each keeps its own ``alembic_version``.
+The Redis store's ``session.url`` is a Redis server, which needs no tables.
 """
 from alembic import context
 from sqlalchemy import engine_from_config, pool
@@ -22,7 +23,9 @@ def database_urls() -> list[str]:
     if given:
         return [given]
     settings = from_ini(config.config_file_name)
-    urls = [settings.get("sqlalchemy.url"), settings.get("session.url")]
+    urls = [settings.get("sqlalchemy.url")]
+    if str(settings.get("session.type", "")).strip() == "expiry:sql":
+        urls.append(settings.get("session.url"))
     urls = list(dict.fromkeys(url.strip() for url in urls if url and url.strip()))
     if not urls:
         raise SystemExit("sqlalchemy.url is not set: write it in the ini or set SQLALCHEMY_URL")

@@ -118,8 +118,12 @@ def postgres_database_url(postgres) -> str:
     return url
 
 
-#: The functional suite runs against each store: memory, SQL on SQLite, SQL on PostgreSQL.
-STORE_KINDS = ("memory", "sqlite", "postgresql")
+#: The functional suite runs against each store: memory, SQL on SQLite, SQL on PostgreSQL,
+#: and Redis (its users in the SQLite application database).
+STORE_KINDS = ("memory", "sqlite", "postgresql", "redis")
+#: The ``session.type`` of each store kind.
+STORE_TYPES = {"memory": "expiry:memory", "sqlite": "expiry:sql", "postgresql": "expiry:sql",
+               "redis": "expiry:redis"}
 
 
 @pytest.fixture(scope="session", params=STORE_KINDS)
@@ -129,11 +133,23 @@ def store_kind(request) -> str:
 
 @pytest.fixture
 def app_database_url(store_kind, request) -> str:
-    """The application database for this test's store, with no sessions in it."""
+    """The application database for this test's store (the users; the SQL store's sessions
+    too), with no sessions in it; on the Redis store, the Redis server is emptied as well."""
     url = request.getfixturevalue(
         "postgres_database_url" if store_kind == "postgresql" else "database_url")
     clear_sessions(url)
+    if store_kind == "redis":
+        clear_redis(request.getfixturevalue("redis_server").url)
     return url
+
+
+@pytest.fixture
+def session_url(store_kind, app_database_url, request) -> str | None:
+    """``session.url`` of this test's store: the Redis server (emptied by
+    ``app_database_url``), else None (the SQL store's sessions live in ``sqlalchemy.url``)."""
+    if store_kind == "redis":
+        return request.getfixturevalue("redis_server").url
+    return None
 
 
 @pytest.fixture
@@ -142,10 +158,12 @@ def clock() -> FrozenClock:
 
 
 @pytest.fixture
-def base_settings(app_database_url, store_kind, clock) -> dict:
+def base_settings(app_database_url, session_url, store_kind, clock) -> dict:
     settings = dict(get_appsettings(str(ROOT / "testing.ini")))
+    if session_url is not None:
+        settings["session.url"] = session_url
     settings.update({
-        "session.type": "expiry:memory" if store_kind == "memory" else "expiry:sql",
+        "session.type": STORE_TYPES[store_kind],
         "sqlalchemy.url": app_database_url,
         "session_expiry.secret": SECRET,
         "session_expiry.clock": clock,

@@ -286,9 +286,27 @@ def test_ticket_of_one_session_with_cookie_of_another_is_refused(apps, clock):
     assert record_of(app_b).is_open  # a forged pairing does not end bob's session
 
 
+def redis_forget(store, key: str) -> None:
+    """The Redis store loses the session ``key``: its hash and its places in its partition's
+    sorted sets are gone (as after a Redis that lost its data, or evicted the keys)."""
+    partition = store.layout.partition(key)
+    session = partition.session(key)
+    client = store.redis.client
+    assert client.exists(session) == 1, "the session was in Redis before"
+    pipe = client.pipeline(transaction=False)
+    pipe.delete(session)
+    for name in ("due", "seen", "born", "started"):
+        pipe.zrem(partition.base + name, key)
+    pipe.execute()
+    assert store.get(key) is None
+
+
 def store_forgot(apps, first, store_kind, app_database_url):
     """A browser holding ``first``'s cookies, served by a store that no longer knows them:
-    a restarted memory store, or a SQL row that is gone."""
+    a restarted memory store, a SQL row that is gone, or Redis keys that are gone."""
+    if store_kind == "redis":
+        redis_forget(store_of(first), session_key_of(first))
+        return first
     if store_kind != "memory":
         clear_sessions(app_database_url)
         return first
@@ -405,7 +423,8 @@ def test_one_session_ended_event_when_tween_and_sweep_race(apps, clock, ended_ev
 
 
 def test_the_store_ends_an_idle_session_by_itself(apps, clock, ended_events, store_kind):
-    """The memory store within a second; the SQL store when its sweep thread is on."""
+    """The memory store within a second; the SQL and Redis stores when their sweep thread
+    is on."""
     app = apps() if store_kind == "memory" else apps(session_expiry__sweep_interval="1s")
     login(app)
     clock.advance(IDLE)  # nobody comes back

@@ -1,9 +1,11 @@
-"""Faults: the database stops under a running app, the store fails at the save, a memory
-store restarts. Each ends in an answer the client can use (a 503, the expired page), never
-a 500 or a traceback, nothing is half-written, and the service comes back by itself.
+"""Faults: the database (or Redis) stops under a running app, the store fails at the save, a
+memory store restarts. Each ends in an answer the client can use (a 503, the expired page),
+never a 500 or a traceback, nothing is half-written, and the service comes back by itself.
 
 The PostgreSQL tests run on a server of their own (this module's), not the suite's shared
-one: they stop it, restart it and lock its rows.
+one: they stop it, restart it and lock its rows. The Redis tests likewise run on a Redis of
+their own, which they kill and restart on the same port (its append-only file, fsynced at
+every write, brings the sessions back as they were).
 """
 from __future__ import annotations
 
@@ -31,12 +33,16 @@ from tests.conftest import (
     session_key_of,
 )
 from tests.postgres import PostgresServer
+from tests.redis_server import RedisServer
 
 #: What PostgresServer.start passes to the server; a restart uses the same.
 SERVER_OPTIONS = ("-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
 #: The app's own lock_timeout in the lock test (milliseconds): a blocked save fails fast.
 LOCK_TIMEOUT_MS = 200
+#: The Redis test's like of it: the app's socket timeout (seconds), and how long Redis
+#: holds every write back (milliseconds), far longer.
+REDIS_TIMEOUT, PAUSE_MS = 0.3, 20_000
 
 
 # -- fixtures -------------------------------------------------------------------------------
@@ -149,7 +155,8 @@ def assert_page_503(answer) -> None:
     assert answer.content_type == "text/html"
     assert "briefly unavailable" in answer.text
     assert "no-store" in answer.headers["Cache-Control"]
-    for leak in ("Traceback", "psycopg", "OperationalError", "sqlalchemy", "StoreUnavailable"):
+    for leak in ("Traceback", "psycopg", "OperationalError", "sqlalchemy", "StoreUnavailable",
+                 "redis", "Redis", "ConnectionError", "Connection refused"):
         assert leak not in answer.text
 
 
@@ -238,6 +245,132 @@ def test_a_database_restart_between_two_requests_costs_the_next_request_nothing(
     assert alice.get("/workspace", headers=PAGE).status_int == 200
 
 
+# -- 1b. Redis stops while the app runs -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def own_redis():
+    """This module's Redis: killed and restarted by the outage tests. Every write is in its
+    append-only file before Redis answers, so a restart loses nothing."""
+    with RedisServer(appendonly=True, appendfsync="always") as server:
+        yield server
+
+
+@pytest.fixture
+def redis_running(own_redis):
+    """``own_redis``, emptied, and running again after the test whatever happened in it."""
+    with own_redis.client() as client:
+        client.flushall()
+    yield own_redis
+    if not own_redis.running:
+        own_redis.restart()
+
+
+def user_id_of(url: str, user: str) -> str:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return str(conn.execute(sa.text("SELECT id FROM users WHERE username = :name"),
+                                    {"name": user}).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def redis_sessions_of(app: TestApp, url: str, user: str) -> list:
+    """(record, (data, version) or None) of each of ``user``'s sessions that Redis holds
+    (open or ended), found by a scan of Redis itself; ``url``: the users' database."""
+    store = app.app.registry.session_expiry.store
+    user_id = user_id_of(url, user)
+    found = []
+    for record in store.records():
+        if record.user_id == user_id:
+            data = store.load_data(record.key)
+            found.append((record, None if data is None else (dict(data.values()),
+                                                             data.version)))
+    return found
+
+
+def redis_ended_count(server: RedisServer) -> int:
+    """How many end events Redis holds, in every partition's stream."""
+    with server.client() as client:
+        return sum(client.xlen(name) for name in client.scan_iter(match="*events", count=1000))
+
+
+def test_redis_stopping_under_a_running_app_gets_503s_and_it_comes_back_by_itself(
+        redis_running, build, database_url):
+    alice = build(session__type="expiry:redis", session__url=redis_running.url,
+                  sqlalchemy__url=database_url)
+    login(alice)
+    assert draft(alice, "title", "before the outage").json == {"saved": "draft_title"}
+    admin = TestApp(alice.app)
+    login(admin, "admin")
+    assert admin.get("/admin/sessions", headers=PAGE).status_int == 200
+    [(before, (before_data, before_version))] = redis_sessions_of(alice, database_url, "alice")
+    assert before.is_open and before.key == session_key_of(alice)
+    alice_csrf = csrf_token(alice)
+    stranger = TestApp(alice.app)
+    stranger_csrf = csrf_token(stranger)  # the login form was loaded before the outage
+
+    redis_running.kill()  # kill -9: no shutdown, nothing more written
+    assert not redis_running.running
+
+    started = time.monotonic()
+    assert_page_503(alice.get("/workspace", headers=PAGE, status="*"))
+    assert_json_503(alice.get("/api/notes", headers=FETCH, status="*"))
+    assert_json_503(draft(alice, "title", "during the outage", status="*"))
+    assert_json_503(alice.get("/session/status", headers=FETCH, status="*"))
+    assert_page_503(alice.post("/workspace", {"title": "typed during the outage",
+                                              "csrf_token": alice_csrf},
+                               headers=PAGE, status="*"))
+    assert_page_503(alice.get("/login", headers=PAGE, status="*"))
+    assert_page_503(alice.post("/login", {"username": "alice", "password": "alice-password",
+                                          "csrf_token": alice_csrf},
+                               headers=PAGE, status="*"))
+    assert_page_503(alice.post("/logout", {"csrf_token": alice_csrf}, headers=PAGE,
+                               status="*"))
+    assert_page_503(admin.get("/admin/sessions", headers=PAGE, status="*"))
+    # A visitor with no session needs no store to see the form; signing in needs the store.
+    assert stranger.get("/login", headers=PAGE).status_int == 200
+    assert_page_503(stranger.post("/login", {"username": "bob", "password": "bob-password",
+                                             "csrf_token": stranger_csrf},
+                                  headers=PAGE, status="*"))
+    assert time.monotonic() - started < 30, "a Redis that is down is a quick 503, not a hang"
+
+    redis_running.restart()  # the same port and append-only file; the app is not rebuilt
+
+    notes = alice.get("/api/notes", headers=FETCH)
+    assert notes.json["user"] == "alice", "the same browser's next request is served"
+    assert "Session-Expires-In" in notes.headers
+    [(after, (after_data, after_version))] = redis_sessions_of(alice, database_url, "alice")
+    assert after.key == before.key and after.is_open, "the same session, still open"
+    assert redis_ended_count(redis_running) == 0, "the outage ended nothing"
+    assert drafts_in(after_data) == {"draft_title": "before the outage"}, \
+        "the draft written before the outage is kept, nothing attempted during it was written"
+    assert after_version == before_version
+    assert drafts_in(before_data) == drafts_in(after_data)
+    assert admin.get("/admin/sessions", headers=PAGE).status_int == 200
+    assert draft(alice, "body", "after the outage").json == {"saved": "draft_body"}
+    [(_, (last_data, _))] = redis_sessions_of(alice, database_url, "alice")
+    assert drafts_in(last_data) == {"draft_title": "before the outage",
+                                    "draft_body": "after the outage"}
+    login(stranger, "bob")
+    assert stranger.get("/api/notes", headers=FETCH).json["user"] == "bob"
+
+
+def test_a_redis_restart_between_two_requests_costs_the_next_request_nothing(
+        redis_running, build, database_url):
+    """Nobody asked while Redis was down: the connections pooled before it are stale, and
+    the first request after it must not be the one that finds out."""
+    alice = build(session__type="expiry:redis", session__url=redis_running.url,
+                  sqlalchemy__url=database_url)
+    login(alice)
+    assert alice.get("/api/notes", headers=FETCH).json["user"] == "alice"
+    redis_running.restart()  # SIGTERM, then started again on the same port and file
+    notes = alice.get("/api/notes", headers=FETCH, status="*")
+    assert notes.status_int == 200, notes.text
+    assert notes.json["user"] == "alice"
+    assert alice.get("/workspace", headers=PAGE).status_int == 200
+
+
 # -- 2. a store failure inside the save still ends as that 503 ------------------------------
 
 class RowLock:
@@ -298,6 +431,55 @@ def test_a_store_failure_at_the_save_answers_503_and_writes_nothing(
     assert draft(alice, "title", "written after").json == {"saved": "draft_title"}
     [last] = rows_of(url, "alice")
     assert drafts_in(last.data) == {"draft_title": "written after"}
+
+
+def test_a_redis_that_stops_answering_at_the_save_answers_503_and_writes_nothing(
+        redis_running, build, database_url, caplog):
+    """Redis pauses every write (``CLIENT PAUSE … WRITE``; reads go on): the save, after the
+    view ran, is the only step that waits, and the app's own socket timeout ends it."""
+    alice = build(session__type="expiry:redis",
+                  session__url=f"{redis_running.url}?socket_timeout={REDIS_TIMEOUT}",
+                  sqlalchemy__url=database_url)
+    login(alice)
+    draft(alice, "title", "saved before")
+    csrf = csrf_token(alice)
+    [(before, (_, before_version))] = redis_sessions_of(alice, database_url, "alice")
+
+    with redis_running.client() as admin_client:
+        admin_client.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")
+        try:
+            with caplog.at_level(logging.ERROR, logger="session_expiry.tween"):
+                started = time.monotonic()
+                fetch = draft(alice, "title", "written while paused", status="*")
+                page = alice.post("/workspace", {"title": "typed while paused",
+                                                 "csrf_token": csrf}, headers=PAGE, status="*")
+                elapsed = time.monotonic() - started
+            # Judging the request reads the session (a read is not paused): only the save,
+            # after the view ran, met the pause.
+            status = alice.get("/session/status", headers=FETCH).json
+            assert status["state"] == "active"
+        finally:
+            admin_client.execute_command("CLIENT", "UNPAUSE")
+
+    assert_json_503(fetch)
+    assert_page_503(page)
+    assert "Set-Cookie" not in fetch.headers and "Set-Cookie" not in page.headers
+    saves_failed = [r for r in caplog.records
+                    if r.getMessage().startswith("session store unavailable, session data "
+                                                 "not saved")]
+    assert len(saves_failed) == 2, [r.getMessage() for r in caplog.records]
+    assert elapsed < PAUSE_MS / 1000, "the app's socket timeout, not the pause, ended the save"
+    # The scripts that waited were dropped with their connections: nothing lands late.
+    time.sleep(0.2)
+    [(after, (after_data, after_version))] = redis_sessions_of(alice, database_url, "alice")
+    assert after.key == before.key and after.is_open
+    assert drafts_in(after_data) == {"draft_title": "saved before"}
+    assert after_version == before_version
+    assert redis_ended_count(redis_running) == 0, "the pause ended nothing"
+    # The pause over, the same write goes through.
+    assert draft(alice, "title", "written after").json == {"saved": "draft_title"}
+    [(_, (last_data, _))] = redis_sessions_of(alice, database_url, "alice")
+    assert drafts_in(last_data) == {"draft_title": "written after"}
 
 
 # -- 4. a memory store restart --------------------------------------------------------------

@@ -2,7 +2,8 @@
 editable) into a fresh virtualenv beside a small host app (tests/hostapp: its own users,
 login view, Jinja2 layout with the figures snippet, a protected page, a JSON endpoint).
 The tables are made both ways (the host's Alembic; session-expiry-db), and the host app is
-driven with WebTest on the memory store and on SQLite, then swept by session-sweeper."""
+driven with WebTest on the memory store, on SQLite and on Redis (the ``[redis]`` extra), then
+swept by session-sweeper."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, clear_redis
 
 HOST = ROOT / "tests" / "hostapp"
 SESSION_TABLES = {"sessions", "session_events", "session_outbox", "session_refusals",
@@ -53,11 +54,24 @@ def venv(tmp_path_factory) -> Path:
     # waitress of its own).
     (place / "installed.json").write_text(run(*pip, "list", "--format=json").stdout)
     run(*pip, "install", "-q", "WebTest")
+    run(*pip, "install", "-q", f"{wheel}[redis]")  # the Redis store's extra, as an adopter adds it
     return place / "venv"
 
 
-def host_ini(tmp_path: Path, store: str, url: str) -> Path:
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The suite's Redis server, emptied."""
+    clear_redis(redis_server.url)
+    return redis_server.url
+
+
+def host_ini(tmp_path: Path, store: str, url: str, session_url: str | None = None) -> Path:
+    """The host's ini on ``store``, its database at ``url``; ``session_url``: the store's own
+    (the Redis store's server)."""
     text = (HOST / "host.ini").read_text()
+    if session_url is not None:
+        text = text.replace("session.type = {store}",
+                            "session.type = {store}\nsession.url = " + session_url)
     text = text.replace("{store}", store).replace("{url}", url)
     text = text.replace("%(here)s/alembic", str(HOST / "alembic"))
     path = tmp_path / "host.ini"
@@ -114,11 +128,13 @@ def test_session_expiry_db_makes_the_tables_of_a_host_without_alembic(venv, tmp_
     assert tables(url) == SESSION_TABLES | {"session_expiry_alembic_version"}
 
 
-@pytest.mark.parametrize("store", ["expiry:memory", "expiry:sql"])
-def test_the_host_app_signs_in_tells_the_page_and_ends_idle_sessions(venv, tmp_path, store):
+@pytest.mark.parametrize("store", ["expiry:memory", "expiry:sql", "expiry:redis"])
+def test_the_host_app_signs_in_tells_the_page_and_ends_idle_sessions(venv, tmp_path, store,
+                                                                     request):
     url = f"sqlite:///{tmp_path / 'host.sqlite'}"
-    ini = host_ini(tmp_path, store, url)
-    if store == "expiry:sql":
+    session_url = request.getfixturevalue("redis_url") if store == "expiry:redis" else None
+    ini = host_ini(tmp_path, store, url, session_url)
+    if store == "expiry:sql":  # the Redis store needs no tables
         in_venv(venv, "session-expiry-db", ini, "upgrade", cwd=tmp_path)
     facts = json.loads(in_venv(venv, "python", HOST / "drive.py", ini, "story",
                                cwd=tmp_path).stdout)
@@ -137,10 +153,13 @@ def test_the_host_app_signs_in_tells_the_page_and_ends_idle_sessions(venv, tmp_p
     assert facts["guesses"] == [400, 400, 400, 429], "the host's sign-in is throttled"
 
 
-def test_session_sweeper_ends_the_hosts_overdue_sessions(venv, tmp_path):
+@pytest.mark.parametrize("store", ["expiry:sql", "expiry:redis"])
+def test_session_sweeper_ends_the_hosts_overdue_sessions(venv, tmp_path, store, request):
     url = f"sqlite:///{tmp_path / 'host.sqlite'}"
-    ini = host_ini(tmp_path, "expiry:sql", url)
-    in_venv(venv, "session-expiry-db", ini, "upgrade", cwd=tmp_path)
+    session_url = request.getfixturevalue("redis_url") if store == "expiry:redis" else None
+    ini = host_ini(tmp_path, store, url, session_url)
+    if store == "expiry:sql":  # the Redis store needs no tables
+        in_venv(venv, "session-expiry-db", ini, "upgrade", cwd=tmp_path)
     facts = json.loads(in_venv(venv, "python", HOST / "drive.py", ini, "overdue",
                                cwd=tmp_path).stdout)
     assert facts == {"sign_in": 303}

@@ -13,9 +13,9 @@ against invariants that hold for every case:
 
 The file's ``_about`` explains the case format and the placeholders. Cases run on the
 memory store; those marked ``"stores": "all"`` (cookies, tickets, the client's headers at
-sign-in) on the SQL store on SQLite and on PostgreSQL too. Signed-in sessions are kept in a
-pool per store and reused by later cases as long as they are untouched (each case checks
-that); a case that ends or changes one gets a fresh one.
+sign-in) on the SQL store on SQLite and on PostgreSQL, and on the Redis store, too.
+Signed-in sessions are kept in a pool per store and reused by later cases as long as they
+are untouched (each case checks that); a case that ends or changes one gets a fresh one.
 """
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ from tests.conftest import (
     PAGE,
     ROOT,
     SECRET,
+    STORE_TYPES,
+    clear_redis,
     clear_sessions,
     csrf_token,
     login,
@@ -52,7 +54,7 @@ from tests.conftest import (
 )
 
 CORPUS = json.loads((ROOT / "tests" / "data" / "hostile_inputs.json").read_text("utf-8"))
-STORES = ("memory", "sqlite", "postgresql")
+STORES = ("memory", "sqlite", "postgresql", "redis")
 CLIENTS = {"page": PAGE, "fetch": FETCH, "htmx": HTMX, "json": JSON, "none": {}}
 #: The roles a case's placeholders can name: a signed-in session of this user each.
 USERS = {"A": "alice", "A2": "alice", "B": "bob", "ADMIN": "admin"}
@@ -91,12 +93,19 @@ class Role:
 class World:
     """One app on one store, its frozen clock, and a pool of signed-in sessions."""
 
-    def __init__(self, store_kind: str, database_url: str):
-        clear_sessions(database_url)
+    def __init__(self, store_kind: str, database_url: str, session_url: str | None = None):
+        """``database_url``: the users (and the SQL store's sessions); ``session_url``: the
+        Redis store's server."""
+        if store_kind == "redis":
+            clear_redis(session_url)  # the SQLite database's sessions are another world's
+        else:
+            clear_sessions(database_url)
         self.clock = FrozenClock(1_800_000_000)
         settings = dict(get_appsettings(str(ROOT / "testing.ini")))
+        if session_url is not None:
+            settings["session.url"] = session_url
         settings.update({
-            "session.type": "expiry:memory" if store_kind == "memory" else "expiry:sql",
+            "session.type": STORE_TYPES[store_kind],
             "sqlalchemy.url": database_url,
             "session_expiry.secret": SECRET,
             "session_expiry.clock": self.clock,
@@ -162,7 +171,10 @@ class Worlds:
 
     def get(self, store_kind: str, request) -> World:
         if store_kind not in self.built:
-            self.built[store_kind] = World(store_kind, self.database_url(store_kind, request))
+            session_url = (request.getfixturevalue("redis_server").url
+                           if store_kind == "redis" else None)
+            self.built[store_kind] = World(store_kind, self.database_url(store_kind, request),
+                                           session_url)
         return self.built[store_kind]
 
     def database_url(self, store_kind: str, request) -> str:

@@ -9,7 +9,7 @@ from pyramid.exceptions import ConfigurationError
 from pyramid.paster import get_app, get_appsettings
 from webtest import TestApp
 
-from tests.conftest import PAGE, ROOT, migrate, seed_users
+from tests.conftest import PAGE, ROOT, clear_redis, migrate, seed_users
 from tests.farm.conftest import Browser
 from tests.wsgi_server import serve
 
@@ -113,10 +113,17 @@ def story(base: str, store) -> None:
     assert (status, body["reason"]) == (401, "logged_out")
 
 
-@pytest.mark.parametrize("store_line", ["session.type = expiry:memory",
-                                        "session.type = expiry:sql"])
+@pytest.mark.parametrize("store_line", [
+    "session.type = expiry:memory",
+    "session.type = expiry:sql",
+    "session.type = expiry:redis\nsession.url = {redis_url}",
+], ids=["memory", "sql", "redis"])
 def test_development_ini_and_a_copy_with_the_other_store_pass_the_same_story(
-        tmp_path, store_line):
+        tmp_path, store_line, request):
+    if "{redis_url}" in store_line:  # the suite's Redis server, emptied
+        redis_url = request.getfixturevalue("redis_server").url
+        clear_redis(redis_url)
+        store_line = store_line.format(redis_url=redis_url)
     text = (ROOT / "development.ini").read_text()
     assert "session.type = expiry:memory" in text
     (tmp_path / "development.ini").write_text(

@@ -15,7 +15,7 @@ from webtest import TestApp
 
 from session_expiry.settings import Policy
 from session_expiry.stores.sql import SqlStore
-from tests.conftest import ROOT, alembic_config, login, seed_users
+from tests.conftest import ROOT, alembic_config, clear_redis, login, seed_users
 from tests.postgres import free_port
 
 BIN = Path(sys.executable).parent
@@ -128,6 +128,29 @@ def test_alembic_migrates_a_separate_session_database_too(tmp_path, postgres, mo
         with engine.connect() as conn:
             assert conn.execute(sa.text(count)).scalar() == expected
         engine.dispose()
+
+
+def test_alembic_with_the_redis_store_migrates_the_app_database_and_leaves_redis_alone(
+        tmp_path, redis_server):
+    """production.ini with ``SESSION_URL=redis://…``: ``alembic upgrade heads`` migrates
+    ``sqlalchemy.url`` (the users) and takes the session URL for what it is, a Redis server
+    that needs no tables, not a second database."""
+    clear_redis(redis_server.url)
+    app_url = f"sqlite:///{tmp_path / 'app.sqlite'}"
+    ini = tmp_path / "production.ini"
+    ini.write_text((ROOT / "production.ini").read_text().replace(
+        "session.type = expiry:sql", "session.type = expiry:redis"))
+    assert "session.type = expiry:redis" in ini.read_text()
+    (tmp_path / "migrations").symlink_to(ROOT / "migrations")
+    done = subprocess.run([str(BIN / "alembic"), "-c", str(ini), "upgrade", "heads"],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "SQLALCHEMY_URL": app_url,
+                               "SESSION_URL": redis_server.url,
+                               "SESSION_EXPIRY_SECRET": "s" * 48})
+    assert done.returncode == 0, done.stderr
+    assert "users" in tables(app_url)
+    with redis_server.client() as client:
+        assert client.dbsize() == 0, "nothing written to Redis"
 
 
 def test_a_removed_users_id_is_never_given_to_a_new_user(empty_database):
@@ -284,3 +307,22 @@ def test_session_expiry_db_with_bad_settings_names_them(tmp_path):
     done = session_expiry_db(str(ini), "upgrade")
     assert done.returncode == 2
     assert "session_expiry.idle: is not a session-expiry setting" in done.stderr
+
+
+def test_session_expiry_db_with_the_redis_store_says_so_without_a_traceback(tmp_path,
+                                                                           redis_server):
+    """The Redis store has no tables: the command says so plainly (it is not "the database
+    cannot be reached", exit 1), and never takes the Redis URL for a database's."""
+    ini = store_ini(tmp_path, f"sqlite:///{tmp_path / 'app.sqlite'}")
+    ini.write_text(ini.read_text().replace(
+        "session.type = expiry:sql",
+        f"session.type = expiry:redis\nsession.url = {redis_server.url}"))
+    clear_redis(redis_server.url)
+    done = session_expiry_db(str(ini), "upgrade")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == ("session tables: none needed; session.type = expiry:redis keeps "
+                           "the sessions in Redis\n")
+    assert not (tmp_path / "app.sqlite").exists() or tables(
+        f"sqlite:///{tmp_path / 'app.sqlite'}") == set()
+    with redis_server.client() as client:
+        assert client.dbsize() == 0, "nothing written to Redis"

@@ -1,5 +1,5 @@
 """The session report, revoke, "your sessions", /metrics and the 404 page, through the app,
-on every store (memory, SQL on SQLite, SQL on PostgreSQL)."""
+on every store (memory, SQL on SQLite, SQL on PostgreSQL, Redis)."""
 from __future__ import annotations
 
 import csv
@@ -19,6 +19,7 @@ from session_expiry.reports.views import EXPORT_BATCH
 from session_expiry.stores import session_key
 from session_expiry.stores.beaker import new_session_id
 from session_expiry.stores.readmodel import PAGE_SIZE
+from session_expiry.stores.redis.layout import Layout
 from session_expiry.ticket import build_ticket
 from tests.conftest import (
     FETCH,
@@ -42,9 +43,13 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @pytest.fixture(autouse=True)
-def no_refusals_counted_before(store_kind, app_database_url):
-    """``clear_sessions`` leaves the refused-request counts of earlier tests: drop them."""
-    if store_kind != "memory":
+def no_refusals_counted_before(store_kind, app_database_url, request):
+    """``clear_sessions`` leaves the refused-request counts of earlier tests: drop them (on
+    Redis, ``clear_redis`` dropped them with everything else: make sure of it)."""
+    if store_kind == "redis":
+        with request.getfixturevalue("redis_server").client() as client:
+            client.delete(Layout().refusals)
+    elif store_kind != "memory":
         engine = sa.create_engine(app_database_url)
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM session_refusals"))

@@ -20,16 +20,22 @@ from session_expiry.scripts.sweeper import (
     until_stopped,
 )
 from session_expiry.settings import Policy
+from session_expiry.stores.redis import RedisStore
 from session_expiry.stores.sql import SqlStore, engine_for
-from tests.conftest import ROOT, SECRET, migrate
+from tests.conftest import ROOT, SECRET, clear_redis, migrate
 from tests.postgres import free_port
 
 BIN = Path(sys.executable).parent
 
 
-def ini_for(tmp_path, url, store="expiry:sql") -> Path:
+def ini_for(tmp_path, url, store="expiry:sql", session_url=None) -> Path:
+    """testing.ini on ``store``, the application database at ``url``; ``session_url``: the
+    store's own (the Redis store's server)."""
     text = (ROOT / "testing.ini").read_text()
-    text = text.replace("session.type = expiry:memory", f"session.type = {store}")
+    line = f"session.type = {store}"
+    if session_url is not None:
+        line += f"\nsession.url = {session_url}"
+    text = text.replace("session.type = expiry:memory", line)
     text = "\n".join(
         f"sqlalchemy.url = {url}" if line.startswith("sqlalchemy.url") else
         f"session_expiry.secret = {SECRET}" if line.startswith("session_expiry.secret") else line
@@ -46,15 +52,28 @@ def sqlite_url(tmp_path) -> str:
     return url
 
 
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The suite's Redis server, emptied."""
+    clear_redis(redis_server.url)
+    return redis_server.url
+
+
+def store_at(url, policy):
+    """The store that keeps its sessions at ``url``: Redis, or SQL."""
+    if url.startswith("redis://"):
+        return RedisStore(url, policy, clock=time.time)
+    return SqlStore(engine_for(url), policy, clock=time.time)
+
+
 def overdue_sessions(url, idle=2, absolute=1):
     """Sessions whose idle (or absolute) deadline passed an hour ago."""
     now = int(time.time())
     policy = Policy(idle_timeout=1200, absolute_timeout=8 * 3600)
-    store = SqlStore(engine_for(url), policy, clock=time.time)
+    store = store_at(url, policy)
     for n in range(idle):
         store.open(f"{n:064x}", "1", now - 3600 - 1200)
-    short = SqlStore(engine_for(url), Policy(idle_timeout=1200, absolute_timeout=1200),
-                     clock=time.time)
+    short = store_at(url, Policy(idle_timeout=1200, absolute_timeout=1200))
     for n in range(absolute):
         short.open(f"{n + 100:064x}", "2", now - 3600 - 1200)
     store.close()
@@ -77,6 +96,27 @@ def test_once_ends_overdue_sessions_and_prints_a_summary(tmp_path, sqlite_url):
     assert "ended=0 notified=0" in again.stdout
 
 
+def test_once_ends_the_redis_stores_overdue_sessions_and_prints_a_summary(
+        tmp_path, sqlite_url, redis_url):
+    overdue_sessions(redis_url)
+    ini = ini_for(tmp_path, sqlite_url, store="expiry:redis", session_url=redis_url)
+    done = sweeper(ini, "--once")
+    assert done.returncode == 0, done.stderr
+    assert "session-sweeper: ended=3 (absolute_timeout=1, idle_timeout=2) notified=3" in done.stdout
+    assert done.stderr.count("session ended:") == 3  # the log line of each SessionEnded
+    store = RedisStore(redis_url, Policy(), clock=time.time)
+    try:
+        ended = {record.key: record.end_reason for record in store.records()}
+        assert store.due_count(int(time.time())) == 0
+    finally:
+        store.close()
+    assert ended == {f"{0:064x}": "idle_timeout", f"{1:064x}": "idle_timeout",
+                     f"{100:064x}": "absolute_timeout"}
+    again = sweeper(ini, "--once")
+    assert again.returncode == 0, again.stderr
+    assert "ended=0 notified=0" in again.stdout
+
+
 def test_the_memory_store_is_refused_with_exit_code_2(tmp_path, sqlite_url):
     done = sweeper(ini_for(tmp_path, sqlite_url, store="expiry:memory"), "--once")
     assert done.returncode == 2
@@ -88,6 +128,17 @@ def test_a_database_that_is_down_exits_1_with_a_clear_message(tmp_path):
     done = sweeper(ini_for(tmp_path, url), "--once")
     assert done.returncode == 1
     assert "cannot be reached" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_redis_that_is_down_exits_1_with_a_clear_message(tmp_path, sqlite_url):
+    down = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    started = time.monotonic()
+    done = sweeper(ini_for(tmp_path, sqlite_url, store="expiry:redis", session_url=down),
+                   "--once")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "session-sweeper: the session store cannot be reached: Redis: " in done.stderr
+    assert "Traceback" not in done.stderr and "ended=" not in done.stdout
+    assert time.monotonic() - started < 30, "a Redis that is down is found out quickly"
 
 
 @pytest.mark.parametrize("args", [["--once", "--batch", "0"], ["--every", "soon"], []])
@@ -170,9 +221,15 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_a_progress_bar_is_drawn_on_a_terminal_and_cleared(sqlite_url):
-    overdue_sessions(sqlite_url, idle=5, absolute=0)
-    store = SqlStore(engine_for(sqlite_url), Policy(), clock=time.time)
+@pytest.fixture(params=["sqlite", "redis"])
+def shared_url(request) -> str:
+    """Where a shared store keeps its sessions: a migrated SQLite file, the Redis server."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "redis_url")
+
+
+def test_a_progress_bar_is_drawn_on_a_terminal_and_cleared(shared_url):
+    overdue_sessions(shared_url, idle=5, absolute=0)
+    store = store_at(shared_url, Policy())
     terminal = Terminal()
     try:
         assert sweep_once(store, batch=2, out=terminal) == 0
@@ -184,9 +241,9 @@ def test_a_progress_bar_is_drawn_on_a_terminal_and_cleared(sqlite_url):
     assert cleared and summary.startswith("session-sweeper: ended=5 (idle_timeout=5) notified=5")
 
 
-def test_no_progress_bar_when_not_on_a_terminal(sqlite_url):
-    overdue_sessions(sqlite_url, idle=2, absolute=0)
-    store = SqlStore(engine_for(sqlite_url), Policy(), clock=time.time)
+def test_no_progress_bar_when_not_on_a_terminal(shared_url):
+    overdue_sessions(shared_url, idle=2, absolute=0)
+    store = store_at(shared_url, Policy())
     out = io.StringIO()
     try:
         sweep_once(store, batch=1, out=out)

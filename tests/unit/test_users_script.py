@@ -16,11 +16,21 @@ from webtest import TestApp
 from session_expiry.clock import FrozenClock
 from session_expiry.settings import Policy
 from session_expiry.stores import session_key
+from session_expiry.stores.redis import RedisStore
+from session_expiry.stores.redis.layout import GROUP
 from session_expiry.stores.sql import SqlStore, engine_for, session_events, session_outbox
 from session_expiry_demo import make_app, models
 from session_expiry_demo.models import User
 from session_expiry_demo.scripts import users
-from tests.conftest import FETCH, ROOT, alembic_config, clear_sessions, login, migrate
+from tests.conftest import (
+    FETCH,
+    ROOT,
+    alembic_config,
+    clear_redis,
+    clear_sessions,
+    login,
+    migrate,
+)
 from tests.postgres import free_port
 
 
@@ -316,6 +326,8 @@ T0 = 1_800_000_000
 #: testing.ini on the SQL store, the script's clock standing still at ``T0``.
 SQL = {"session.type": "expiry:sql",
        "session_expiry.clock": "session_expiry.clock.FrozenClock"}
+#: testing.ini on the Redis store (``session.url`` is the test's), the same clock.
+REDIS = {**SQL, "session.type": "expiry:redis"}
 #: The durations of testing.ini, for the sessions the tests open in the store themselves.
 POLICY = Policy(idle_timeout=1200, absolute_timeout=8 * 3600, warn_before=120,
                 touch_interval=120, secret="x" * 40)
@@ -331,10 +343,17 @@ def postgres_users_url(postgres) -> str:
     return url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def sql_url(request) -> str:
-    """The application database, which also holds the SQL store's tables: empty."""
-    if request.param == "sqlite":
+@pytest.fixture(params=["sqlite", "postgresql", "redis"])
+def shared_kind(request) -> str:
+    """The shared store the script reaches: SQL on SQLite, SQL on PostgreSQL, or Redis."""
+    return request.param
+
+
+@pytest.fixture
+def app_url(shared_kind, request) -> str:
+    """The application database (the users; the SQL store's tables too): empty. The Redis
+    store keeps its users in SQLite."""
+    if shared_kind != "postgresql":
         return request.getfixturevalue("db_url")
     url = request.getfixturevalue("postgres_users_url")
     clear_sessions(url)
@@ -346,14 +365,27 @@ def sql_url(request) -> str:
 
 
 @pytest.fixture
-def sql_ini(sql_url, make_ini) -> str:
-    return make_ini(sql_url, **SQL)
+def redis_url(redis_server) -> str:
+    """The suite's Redis server, emptied."""
+    clear_redis(redis_server.url)
+    return redis_server.url
 
 
 @pytest.fixture
-def store(sql_url):
-    """The SQL store on the test's database, for opening sessions and looking at them."""
-    store = SqlStore(engine_for(sql_url), POLICY, FrozenClock(T0))
+def shared_ini(shared_kind, app_url, make_ini, request) -> str:
+    if shared_kind == "redis":
+        return make_ini(app_url, **REDIS, **{"session.url": request.getfixturevalue("redis_url")})
+    return make_ini(app_url, **SQL)
+
+
+@pytest.fixture
+def store(shared_kind, app_url, request):
+    """The test's store (SQL on its database, or Redis), for opening sessions and looking at
+    them."""
+    if shared_kind == "redis":
+        store = RedisStore(request.getfixturevalue("redis_url"), POLICY, FrozenClock(T0))
+    else:
+        store = SqlStore(engine_for(app_url), POLICY, FrozenClock(T0))
     yield store
     store.close()
 
@@ -379,12 +411,29 @@ def sign_in(store, user_id: str, name: str, at: int = T0 - 600, **where) -> str:
 
 
 def event_rows(store) -> list[tuple[str, str, bool]]:
-    """(key, reason, notified) of each row of the store's event outbox."""
+    """(key, reason, notified) of each end event the store holds: the SQL store's event rows
+    (notified: out of the outbox), the Redis store's stream entries (notified: acknowledged
+    in the consumer group)."""
+    if isinstance(store, RedisStore):
+        return redis_event_rows(store)
     with store.engine.connect() as conn:
         sent = ~session_events.c.id.in_(select(session_outbox.c.event_id))
         rows = conn.execute(select(session_events.c.session_key, session_events.c.reason, sent)
                             .order_by(session_events.c.session_key))
         return [tuple(row) for row in rows]
+
+
+def redis_event_rows(store: RedisStore) -> list[tuple[str, str, bool]]:
+    client, rows = store.redis.client, []
+    for partition in store.layout.partitions:
+        entries = client.xrange(partition.events)
+        if not entries:
+            continue
+        pending = {entry["message_id"] for entry in
+                   client.xpending_range(partition.events, GROUP, "-", "+", 1000)}
+        rows += [(fields["key"], fields["reason"], event_id not in pending)
+                 for event_id, fields in entries]
+    return sorted(rows)
 
 
 ENDING = [
@@ -399,9 +448,9 @@ ENDING = [
 
 @pytest.mark.parametrize(("argv", "done", "changed"), ENDING)
 def test_a_change_ends_exactly_that_users_open_sessions_once_with_reason_revoked(
-        sql_ini, sql_url, store, ended_events, stdin, capsys, argv, done, changed):
-    carol = add_user(sql_url, "carol", "carol-password", admin=True)
-    alice = add_user(sql_url, "alice", "alice-password")
+        shared_ini, app_url, store, ended_events, stdin, capsys, argv, done, changed):
+    carol = add_user(app_url, "carol", "carol-password", admin=True)
+    alice = add_user(app_url, "alice", "alice-password")
     laptop = sign_in(store, carol, "laptop")
     phone = sign_in(store, carol, "phone")
     earlier = sign_in(store, carol, "earlier", at=T0 - 3000)
@@ -409,12 +458,12 @@ def test_a_change_ends_exactly_that_users_open_sessions_once_with_reason_revoked
     alices = sign_in(store, alice, "laptop")
     stdin("a-brand-new-password\n")
 
-    code, out, err = run_main([sql_ini, *argv], capsys)
+    code, out, err = run_main([shared_ini, *argv], capsys)
 
     assert code == 0, err
     assert out == f"{done}; 2 sessions ended\n"
     assert err == ""
-    assert changed(users_in(sql_url).get("carol"))
+    assert changed(users_in(app_url).get("carol"))
     for key in (laptop, phone):
         record = store.get(key)
         assert (record.end_reason, record.ended_at) == ("revoked", T0)
@@ -428,16 +477,16 @@ def test_a_change_ends_exactly_that_users_open_sessions_once_with_reason_revoked
 
 @pytest.mark.parametrize(("argv", "done", "changed"), ENDING)
 def test_the_change_is_committed_before_the_first_session_ends(
-        sql_ini, sql_url, store, stdin, capsys, argv, done, changed):
+        shared_ini, app_url, store, stdin, capsys, argv, done, changed):
     """Each SessionEnded finds the change already visible to any other connection."""
-    carol = add_user(sql_url, "carol", "carol-password", admin=True)
+    carol = add_user(app_url, "carol", "carol-password", admin=True)
     sign_in(store, carol, "laptop")
     sign_in(store, carol, "phone")
     seen = []
 
     class LookAtTheUser(logging.Handler):
         def emit(self, record):
-            seen.append(changed(users_in(sql_url).get("carol")))
+            seen.append(changed(users_in(app_url).get("carol")))
 
     handler = LookAtTheUser(level=logging.INFO)
     logger = logging.getLogger("session_expiry.events")
@@ -446,7 +495,7 @@ def test_the_change_is_committed_before_the_first_session_ends(
     logger.setLevel(logging.INFO)
     stdin("a-brand-new-password\n")
     try:
-        code, _, err = run_main([sql_ini, *argv], capsys)
+        code, _, err = run_main([shared_ini, *argv], capsys)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
@@ -454,35 +503,35 @@ def test_the_change_is_committed_before_the_first_session_ends(
     assert seen == [True, True]
 
 
-def test_end_sessions_ends_them_once_and_prints_the_count(sql_ini, sql_url, store,
+def test_end_sessions_ends_them_once_and_prints_the_count(shared_ini, app_url, store,
                                                           ended_events, capsys):
-    carol = add_user(sql_url, "carol", "carol-password")
-    alice = add_user(sql_url, "alice", "alice-password")
+    carol = add_user(app_url, "carol", "carol-password")
+    alice = add_user(app_url, "alice", "alice-password")
     keys = [sign_in(store, carol, name) for name in ("laptop", "phone", "tablet")]
     alices = sign_in(store, alice, "laptop")
 
-    assert run_main([sql_ini, "end-sessions", "carol"], capsys) == (
+    assert run_main([shared_ini, "end-sessions", "carol"], capsys) == (
         0, "carol: 3 sessions ended\n", "")
     assert [store.get(key).end_reason for key in keys] == ["revoked"] * 3
     assert store.get(alices).is_open
-    assert users_in(sql_url)["carol"].check_password("carol-password"), "the user stays as is"
+    assert users_in(app_url)["carol"].check_password("carol-password"), "the user stays as is"
 
-    assert run_main([sql_ini, "end-sessions", "carol"], capsys) == (
+    assert run_main([shared_ini, "end-sessions", "carol"], capsys) == (
         0, "carol: 0 sessions ended\n", ""), "a second run finds nothing left to end"
     assert sorted(ended_events()) == sorted((key[:12], "revoked") for key in keys)
     assert [reason for _, reason, _ in event_rows(store)] == ["revoked"] * 3
 
 
-def test_one_session_ended_is_said_in_the_singular(sql_ini, sql_url, store, capsys):
-    sign_in(store, add_user(sql_url, "carol", "carol-password"), "laptop")
-    assert run_main([sql_ini, "revoke-admin", "carol"], capsys) == (
+def test_one_session_ended_is_said_in_the_singular(shared_ini, app_url, store, capsys):
+    sign_in(store, add_user(app_url, "carol", "carol-password"), "laptop")
+    assert run_main([shared_ini, "revoke-admin", "carol"], capsys) == (
         0, "carol: revoke-admin; 1 session ended\n", "")
 
 
 def test_sessions_lists_the_open_sessions_most_recently_seen_first(
-        sql_ini, sql_url, store, capsys):
-    carol = add_user(sql_url, "carol", "carol-password")
-    alice = add_user(sql_url, "alice", "alice-password")
+        shared_ini, app_url, store, capsys):
+    carol = add_user(app_url, "carol", "carol-password")
+    alice = add_user(app_url, "alice", "alice-password")
     laptop = sign_in(store, carol, "laptop", at=T0 - 3 * 3600, ip="203.0.113.5",
                      user_agent=FIREFOX)
     store.touch(laptop, T0 - 60)  # seen a minute ago: 19 minutes left
@@ -492,7 +541,7 @@ def test_sessions_lists_the_open_sessions_most_recently_seen_first(
     store.end(ended, "logged_out", T0 - 200)
     sign_in(store, alice, "laptop")
 
-    code, out, err = run_main([sql_ini, "sessions", "carol"], capsys)
+    code, out, err = run_main([shared_ini, "sessions", "carol"], capsys)
 
     assert (code, err) == (0, "")
     assert out.splitlines() == [
@@ -505,16 +554,16 @@ def test_sessions_lists_the_open_sessions_most_recently_seen_first(
         "listing ends nothing"
 
 
-def test_sessions_of_a_user_without_any(sql_ini, sql_url, store, capsys):
-    add_user(sql_url, "carol", "carol-password")
-    sign_in(store, add_user(sql_url, "alice", "alice-password"), "laptop")
-    assert run_main([sql_ini, "sessions", "carol"], capsys) == (0, "no open sessions\n", "")
+def test_sessions_of_a_user_without_any(shared_ini, app_url, store, capsys):
+    add_user(app_url, "carol", "carol-password")
+    sign_in(store, add_user(app_url, "alice", "alice-password"), "laptop")
+    assert run_main([shared_ini, "sessions", "carol"], capsys) == (0, "no open sessions\n", "")
 
 
-def test_passwd_signs_out_a_browser_signed_in_through_the_app(sql_ini, sql_url, stdin, capsys):
-    add_user(sql_url, "carol", "carol-password")
-    add_user(sql_url, "alice", "alice-password")
-    settings = dict(get_appsettings(sql_ini))
+def test_passwd_signs_out_a_browser_signed_in_through_the_app(shared_ini, app_url, stdin, capsys):
+    add_user(app_url, "carol", "carol-password")
+    add_user(app_url, "alice", "alice-password")
+    settings = dict(get_appsettings(shared_ini))
     settings["session_expiry.clock"] = FrozenClock(T0)
     wsgi = make_app({}, **settings)
     try:
@@ -523,10 +572,10 @@ def test_passwd_signs_out_a_browser_signed_in_through_the_app(sql_ini, sql_url, 
         login(alices, "alice")
         assert carols.get("/api/notes", headers=FETCH).status_int == 200
 
-        code, listed, err = run_main([sql_ini, "sessions", "carol"], capsys)
+        code, listed, err = run_main([shared_ini, "sessions", "carol"], capsys)
         assert (code, err, len(listed.splitlines())) == (0, "", 1)
         stdin("a-brand-new-password\n")
-        assert run_main([sql_ini, "passwd", "carol", "--password-stdin"], capsys) == (
+        assert run_main([shared_ini, "passwd", "carol", "--password-stdin"], capsys) == (
             0, "password of carol changed; 1 session ended\n", "")
 
         refused = carols.get("/api/notes", headers=FETCH, status=401)
@@ -571,9 +620,13 @@ def test_a_change_with_the_memory_store_is_made_and_says_how_to_end_the_sessions
 
 # -- the session database out of reach --------------------------------------------------------
 
-@pytest.fixture(params=["sqlite_missing_directory", "sqlite_without_tables", "postgresql_down"])
+@pytest.fixture(params=["sqlite_missing_directory", "sqlite_without_tables", "postgresql_down",
+                        "redis_down"])
 def unreachable_sessions(request, tmp_path) -> dict:
-    """Settings of an SQL store whose database (``session.url``) cannot be used."""
+    """Settings of a shared store whose database (``session.url``) cannot be used: SQL, or a
+    Redis that nothing listens for."""
+    if request.param == "redis_down":
+        return {**REDIS, "session.url": f"redis://127.0.0.1:{free_port()}/0"}
     url = {
         "sqlite_missing_directory": f"sqlite:///{tmp_path}/missing/sessions.sqlite",
         "sqlite_without_tables": f"sqlite:///{tmp_path}/empty.sqlite",
@@ -591,8 +644,8 @@ def test_passwd_with_the_session_database_down_changes_it_and_exits_1(
     assert code == 1
     assert out == "password of carol changed\n"
     assert err.startswith("session-users: carol's open sessions were not ended: the session "
-                          "database cannot be reached: ")
-    assert err.endswith("The change is committed; once the database is back, run: "
+                          "store cannot be reached: ")
+    assert err.endswith("The change is committed; once the store is back, run: "
                         f"session-users {ini} end-sessions carol\n")
     assert "Traceback" not in err
     assert users_in(db_url)["carol"].check_password("a-brand-new-password")
@@ -605,7 +658,7 @@ def test_sessions_commands_with_the_session_database_down_exit_1(
     code, out, err = run_main([make_ini(db_url, **unreachable_sessions), command, "carol"],
                               capsys)
     assert (code, out) == (1, "")
-    assert err.startswith("session-users: the session database cannot be reached: ")
+    assert err.startswith("session-users: the session store cannot be reached: ")
     assert "Traceback" not in err
 
 
@@ -630,6 +683,30 @@ def test_a_removed_users_sessions_are_ended_by_id_once_the_database_is_back(
         assert run_main([back, "end-sessions", "--user-id", carol], capsys) == (
             0, f"user {carol}: 2 sessions ended\n", "")
         assert [store.get(key).end_reason for key in keys] == ["revoked", "revoked"]
+    finally:
+        store.close()
+
+
+def test_a_removed_users_redis_sessions_are_ended_by_id_once_redis_is_back(
+        make_ini, db_url, redis_url, capsys):
+    store = RedisStore(redis_url, POLICY, FrozenClock(T0))
+    try:
+        carol = add_user(db_url, "carol", "carol-password")
+        keys = [sign_in(store, carol, name) for name in ("laptop", "phone")]
+        down = make_ini(db_url, **REDIS, **{"session.url": f"redis://127.0.0.1:{free_port()}/0"})
+        code, out, err = run_main([down, "remove", "carol"], capsys)
+        assert (code, out) == (1, "removed carol\n")
+        assert f"run: session-users {down} end-sessions --user-id {carol}\n" in err
+        assert "carol" not in users_in(db_url)
+        assert all(store.get(key).is_open for key in keys)
+
+        back = make_ini(db_url, **REDIS, **{"session.url": redis_url})
+        code, out, _ = run_main([back, "sessions", "--user-id", carol], capsys)
+        assert (code, len(out.splitlines())) == (0, 2)
+        assert run_main([back, "end-sessions", "--user-id", carol], capsys) == (
+            0, f"user {carol}: 2 sessions ended\n", "")
+        assert [store.get(key).end_reason for key in keys] == ["revoked", "revoked"]
+        assert event_rows(store) == sorted((key, "revoked", True) for key in keys)
     finally:
         store.close()
 

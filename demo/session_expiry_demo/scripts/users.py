@@ -18,10 +18,9 @@ fires its ``SessionEnded`` once), and say how many ended. The sessions are in
 reach only with a shared store (``expiry:sql``, ``expiry:redis``): the memory
 store lives inside the server process, so there the change is made and a note
 says how to end the sessions on the server (``/admin/sessions``, "Revoke every
-session");
-``sessions`` and ``end-sessions`` refuse to run.
+session"); ``sessions`` and ``end-sessions`` refuse to run.
 
-Exit codes: 0 done; 1 the session database could not be reached (a change to
+Exit codes: 0 done; 1 the session store could not be reached (a change to
 the user is committed all the same, and stderr says how to end the sessions
 later); 2 bad arguments, an unknown user, or ``sessions``/``end-sessions``
 with the memory store.
@@ -214,12 +213,12 @@ def settle(args, target: Target, expiry, out=None, err=None) -> int:
         ended = expiry.store.end_user_sessions(target.user_id, Reason.REVOKED, now)
     except StoreUnavailable as error:
         if target.done is None:
-            print(f"session-users: the session database cannot be reached: {error}", file=err)
+            print(f"session-users: the session store cannot be reached: {error}", file=err)
         else:
             print(target.done, file=out)
             print(f"session-users: {target.label}'s open sessions were not ended: the session "
-                  f"database cannot be reached: {error}. The change is committed; once the "
-                  f"database is back, run: {_later_command(args.ini, target)}", file=err)
+                  f"store cannot be reached: {error}. The change is committed; once the "
+                  f"store is back, run: {_later_command(args.ini, target)}", file=err)
         return EXIT_UNAVAILABLE
     if target.done is None:
         print(f"{target.label}: {_count(ended)}", file=out)
@@ -242,7 +241,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="passwd, revoke-admin and remove end the user's open sessions (reason revoked) "
                "after committing the change; with session.type = expiry:memory they cannot "
                "reach them and say how to end them at /admin/sessions. Exit codes: 0 done; "
-               "1 the session database cannot be reached; 2 bad arguments or unknown user.")
+               "1 the session store cannot be reached; 2 bad arguments or unknown user.")
     p.add_argument("ini", help="the app's ini file, e.g. production.ini")
     commands = p.add_subparsers(dest="command", required=True)
     add = commands.add_parser("add", help="add a user (prompts for the password)")

@@ -4,7 +4,8 @@
     session-expiry-db production.ini current     # the revision the database is at
 
 The database is the SQL store's (``session.url``, else ``sqlalchemy.url``, filled from the
-environment as the server fills them). The add-on's revisions are the branch
+environment as the server fills them). The Redis store keeps no tables: the command says
+so and exits 0. The add-on's revisions are the branch
 ``session_expiry`` shipped inside the package; this command keeps its place in a version
 table of its own (``session_expiry_alembic_version``), so it never meets the host's
 ``alembic_version``. A host that runs Alembic itself adds the same revisions to its own
@@ -50,10 +51,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def store_url(ini: str) -> str:
-    """The SQL store's database URL, as the server reads it from ``ini``."""
+#: The stores that keep no tables.
+TABLELESS = ("expiry:redis",)
+
+
+def store_url(ini: str) -> str | None:
+    """The SQL store's database URL, as the server reads it from ``ini``; None when the
+    store keeps no tables."""
     path, _, name = ini.partition("#")
     _, policy = settings_module.load(settings_module.from_ini(path, name or "main"))
+    if policy.store_type in TABLELESS:
+        return None
     if policy.store_url is None:
         raise ConfigurationError("session.url: the SQL store needs a database; write "
                                  "sqlalchemy.url or session.url, or set SQLALCHEMY_URL")
@@ -71,6 +79,10 @@ def main(argv=None, out=None) -> int:
     except (ConfigurationError, LookupError) as error:
         print(f"session-expiry-db: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if url is None:
+        print("session tables: none needed; session.type = expiry:redis keeps the sessions "
+              "in Redis", file=out)
+        return EXIT_OK
     report = io.StringIO()
     try:
         if args.command == "upgrade":

@@ -61,7 +61,7 @@ def unavailable(method):
         try:
             return method(self, *args, **kwargs)
         except UNREACHABLE as error:
-            raise StoreUnavailable(f"the session Redis cannot serve: {error}") from error
+            raise StoreUnavailable(f"Redis: {error}") from error
 
     return guarded
 
