@@ -389,3 +389,17 @@ def test_the_sweep_forgets_consumers_of_processes_long_gone_but_not_their_pendin
                  if client.exists(partition.events)
                  for consumer in client.xinfo_consumers(partition.events, GROUP)}
     assert consumers == {dead.consumer}, "the one with an event pending stays"
+
+
+def test_a_sweep_works_in_batches_per_partition_and_tells_its_progress(store, ends):
+    keys = [session_key(f"batch-{i}") for i in range(40)]
+    for key in keys:
+        store.open(key, "1", T0)
+    looked = []
+    result = store.sweep(T0 + IDLE, batch=2, progress=lambda done, due: looked.append((done, due)))
+    assert result.total_ended == result.notified == 40
+    assert sorted(ends.keys) == sorted(keys)
+    assert looked[-1] == (40, 40)
+    assert [done for done, _ in looked] == sorted({done for done, _ in looked}), "onwards"
+    assert {due for _, due in looked} == {40}
+    assert len(looked) > PARTITIONS // 2, "a batch at a time, not a partition"

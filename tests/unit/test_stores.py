@@ -54,6 +54,8 @@ KEY2 = session_key("session-two")
 KINDS = ("memory", "sqlite", "postgresql", "redis", "redis-cluster")
 SQL_KINDS = ("sqlite", "postgresql")
 REDIS_KINDS = ("redis", "redis-cluster")
+#: The stores a farm shares (a request's read cached for its ``load_data``, a sweeper).
+SHARED_KINDS = SQL_KINDS + REDIS_KINDS
 MERGE_LOGGER = "session_expiry.stores"
 
 
@@ -1382,7 +1384,7 @@ def test_a_request_that_reads_its_session_makes_one_read(store, reads):
     assert reads() - before == 2
 
 
-@pytest.mark.parametrize("kind", SQL_KINDS)
+@pytest.mark.parametrize("kind", SHARED_KINDS)
 def test_a_write_after_the_read_sends_load_data_to_the_database(store, clock):
     store.open(KEY, "42", T0)
     store.save_data(KEY, {"cart": [1]})
@@ -1396,7 +1398,7 @@ def test_a_write_after_the_read_sends_load_data_to_the_database(store, clock):
     assert store.load_data(KEY2) == SessionData.of({"theme": "dark"}, 1), "what is there now"
 
 
-@pytest.mark.parametrize("kind", SQL_KINDS)
+@pytest.mark.parametrize("kind", SHARED_KINDS)
 def test_the_read_serves_only_its_key_and_its_thread(store):
     store.open(KEY, "42", T0)
     store.open(KEY2, "43", T0)
@@ -1419,7 +1421,7 @@ def test_the_read_serves_only_its_key_and_its_thread(store):
     assert store.load_data(KEY) == SessionData.of({"who": "changed"}, 2)
 
 
-@pytest.mark.parametrize("kind", SQL_KINDS)
+@pytest.mark.parametrize("kind", SHARED_KINDS)
 def test_a_tombstone_read_serves_no_data(store):
     store.open(KEY, "42", T0)
     store.end(KEY, "logged_out", T0 + 1)
@@ -1427,7 +1429,7 @@ def test_a_tombstone_read_serves_no_data(store):
     assert store.load_data(KEY) is None
 
 
-@pytest.mark.parametrize("kind", SQL_KINDS)
+@pytest.mark.parametrize("kind", SHARED_KINDS)
 def test_a_subscriber_may_use_the_store_from_inside_a_sweeps_notification(make, clock):
     """The sweeper's subscribers see the end committed: the tombstone is there to read, and
     ending another session (one the same sweep ends too) waits on nothing."""

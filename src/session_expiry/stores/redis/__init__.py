@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import threading
 
 from ...settings import Policy
 from ..sweeping import OnEnd, SweepThread
@@ -52,7 +53,7 @@ class RedisStore(Lifecycle, Sweeping, Reports, Throttling):
         #: This process's name in the consumer group: the events it ends are delivered to it.
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._sweeper: SweepThread | None = None
-        self._init_lifecycle()
+        self._just_read = threading.local()
 
     def close(self):
         if self._sweeper is not None:

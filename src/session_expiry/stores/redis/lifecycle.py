@@ -45,11 +45,9 @@ class Lifecycle:
     redis: Connection
     layout: Layout
     consumer: str
-
-    def _init_lifecycle(self):
-        #: The hash ``get`` read last in this thread: ``load_data`` of the same key uses
-        #: it, so a request reads its session in one round trip.
-        self._just_read = threading.local()
+    #: The hash ``get`` read last in this thread (its ``read``): ``load_data`` of the same
+    #: key uses it, so a request reads its session in one round trip.
+    _just_read: threading.local
 
     @unavailable
     def open(self, key, user_id, now, ip=None, user_agent=None):

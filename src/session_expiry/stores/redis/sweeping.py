@@ -52,7 +52,7 @@ class Sweeping:
                 result.ended.update(event.reason for _, event in events)
                 result.notified += self._notify(partition.events, events)
                 looked_at += claimed
-                if progress:
+                if progress and claimed:
                     progress(looked_at, max(due, looked_at))
                 if claimed < batch:
                     break
