@@ -45,6 +45,24 @@ def report(on_end: OnEnd, event: SessionEnded) -> None:
         log.exception("reporting the end of session %s failed", event.session_key[:12])
 
 
+class SweepsInThread:
+    """``start`` for a shared store (SQL, Redis), whose sweep a farm usually leaves to
+    ``session-sweeper``: a thread in this process instead (``sweep_interval``)."""
+
+    _sweeper: SweepThread | None
+
+    def start(self, interval: float, batch: int = 500, observe=None) -> None:
+        """Sweep every ``interval`` seconds in a daemon thread until ``close``."""
+        def sweep():
+            result = self.sweep(int(self.clock()), batch)
+            if result.total_ended or result.notified or result.pruned:
+                log.info("swept: %s", result.summary())
+            return result
+
+        if self._sweeper is None:
+            self._sweeper = SweepThread(sweep, interval, observe)
+
+
 class SweepThread:
     """A daemon thread that calls ``sweep`` every ``every`` seconds until :meth:`stop`,
     handing each ``SweepResult`` to ``observe`` (the metrics)."""

@@ -4,18 +4,15 @@ notifications of events left pending by a process that died claimed and sent aga
 least once); tombstones past retention pruned."""
 from __future__ import annotations
 
-import logging
 import time
 
 from redis.exceptions import ResponseError
 
 from ...events import SessionEnded
-from ..sweeping import SweepResult, SweepThread
+from ..sweeping import SweepResult, SweepsInThread
 from .connection import unavailable
 from .layout import GROUP
 from .lifecycle import tombstone_of
-
-log = logging.getLogger("session_expiry.stores.redis")
 
 #: An event delivered to a consumer that has not acknowledged it this long (seconds) is
 #: taken to be a dead process's: a sweeper claims it and tells it again.
@@ -31,7 +28,7 @@ def event_of(fields: dict) -> SessionEnded:
                         int(fields["duration"]))
 
 
-class Sweeping:
+class Sweeping(SweepsInThread):
     """The sweep and the stream's notifications."""
 
     claim_after: float = CLAIM_AFTER
@@ -109,14 +106,3 @@ class Sweeping:
         self.forget_failures(now)
         self.prune_refusals(horizon)
         return pruned
-
-    def start(self, interval: float, batch: int = 500, observe=None) -> None:
-        """Sweep every ``interval`` seconds in a daemon thread until :meth:`close`."""
-        def sweep():
-            result = self.sweep(int(self.clock()), batch)
-            if result.total_ended or result.notified or result.pruned:
-                log.info("swept: %s", result.summary())
-            return result
-
-        if self._sweeper is None:
-            self._sweeper = SweepThread(sweep, interval, observe)

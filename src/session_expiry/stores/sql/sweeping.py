@@ -3,7 +3,6 @@ so any number of sweepers work side by side), their notifications sent from the 
 (at least once), and events past retention pruned."""
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -13,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from ...events import SessionEnded
-from ..sweeping import SweepResult, SweepThread, report
+from ..sweeping import SweepResult, SweepsInThread, report
 from .engine import Transactions
 from .lifecycle import ending, log_ended
 from .schema import (
@@ -27,8 +26,6 @@ from .schema import (
     session_outbox,
     sessions,
 )
-
-log = logging.getLogger("session_expiry.stores.sql")
 
 
 def epoch(moment):
@@ -93,7 +90,7 @@ SWEPT = sa.select(session_outbox.c.event_id).where(
 TAKE_SWEPT = take_claimed(SWEPT)
 
 
-class Sweeping(Transactions):
+class Sweeping(Transactions, SweepsInThread):
     """The sweep and the outbox's notifications."""
 
     def sweep(self, now, batch: int = 500, progress=None) -> SweepResult:
@@ -215,17 +212,6 @@ class Sweeping(Transactions):
             pruned += deleted.rowcount
             if deleted.rowcount < batch:
                 return pruned
-
-    def start(self, interval: float, batch: int = 500, observe=None) -> None:
-        """Sweep every ``interval`` seconds in a daemon thread until :meth:`close`."""
-        def sweep():
-            result = self.sweep(int(self.clock()), batch)
-            if result.total_ended or result.notified or result.pruned:
-                log.info("swept: %s", result.summary())
-            return result
-
-        if self._sweeper is None:
-            self._sweeper = SweepThread(sweep, interval, observe)
 
     def _ended_batches(self, now, batch):
         """(claimed, ended) of each batch of a sweep, each batch committed before it is
