@@ -168,6 +168,31 @@ def assert_json_503(answer) -> None:
     assert "no-store" in answer.headers["Cache-Control"]
 
 
+def every_request_is_503(alice, alice_csrf, admin, stranger, stranger_csrf) -> None:
+    """During an outage: every request that needs the store (signed-in pages, JSON, a draft,
+    a form post, sign-in, logout, the report) is a 503 of its kind."""
+    assert_page_503(alice.get("/workspace", headers=PAGE, status="*"))
+    assert_json_503(alice.get("/api/notes", headers=FETCH, status="*"))
+    assert_json_503(draft(alice, "title", "during the outage", status="*"))
+    assert_json_503(alice.get("/session/status", headers=FETCH, status="*"))
+    assert_page_503(alice.post("/workspace", {"title": "typed during the outage",
+                                              "csrf_token": alice_csrf},
+                               headers=PAGE, status="*"))
+    assert_page_503(alice.get("/login", headers=PAGE, status="*"))
+    assert_page_503(alice.post("/login", {"username": "alice", "password": "alice-password",
+                                          "csrf_token": alice_csrf},
+                               headers=PAGE, status="*"))
+    assert_page_503(alice.post("/logout", {"csrf_token": alice_csrf}, headers=PAGE,
+                               status="*"))
+    assert_page_503(admin.get("/admin/sessions", headers=PAGE, status="*"))
+    # A visitor with no session needs no store to see the form; signing in needs it (the
+    # users' database on SQL, the store to open the session in on either).
+    assert stranger.get("/login", headers=PAGE).status_int == 200
+    assert_page_503(stranger.post("/login", {"username": "bob", "password": "bob-password",
+                                             "csrf_token": stranger_csrf},
+                                  headers=PAGE, status="*"))
+
+
 # -- 1. the database stops while the app runs -----------------------------------------------
 
 def test_the_database_stopping_under_a_running_app_gets_503s_and_it_comes_back_by_itself(
@@ -187,25 +212,7 @@ def test_the_database_stopping_under_a_running_app_gets_503s_and_it_comes_back_b
     stop(running)
     assert not is_running(running)
 
-    assert_page_503(alice.get("/workspace", headers=PAGE, status="*"))
-    assert_json_503(alice.get("/api/notes", headers=FETCH, status="*"))
-    assert_json_503(draft(alice, "title", "during the outage", status="*"))
-    assert_json_503(alice.get("/session/status", headers=FETCH, status="*"))
-    assert_page_503(alice.post("/workspace", {"title": "typed during the outage",
-                                              "csrf_token": alice_csrf},
-                               headers=PAGE, status="*"))
-    assert_page_503(alice.get("/login", headers=PAGE, status="*"))
-    assert_page_503(alice.post("/login", {"username": "alice", "password": "alice-password",
-                                          "csrf_token": alice_csrf},
-                               headers=PAGE, status="*"))
-    assert_page_503(alice.post("/logout", {"csrf_token": alice_csrf}, headers=PAGE,
-                               status="*"))
-    assert_page_503(admin.get("/admin/sessions", headers=PAGE, status="*"))
-    # A visitor with no session needs no store to see the form; signing in needs the users.
-    assert stranger.get("/login", headers=PAGE).status_int == 200
-    assert_page_503(stranger.post("/login", {"username": "bob", "password": "bob-password",
-                                             "csrf_token": stranger_csrf},
-                                  headers=PAGE, status="*"))
+    every_request_is_503(alice, alice_csrf, admin, stranger, stranger_csrf)
 
     start_again(running)  # the same data directory and port; the app is not rebuilt
     # (The stranger's sign-in above met the application database's dead pooled connection,
@@ -314,25 +321,7 @@ def test_redis_stopping_under_a_running_app_gets_503s_and_it_comes_back_by_itsel
     assert not redis_running.running
 
     started = time.monotonic()
-    assert_page_503(alice.get("/workspace", headers=PAGE, status="*"))
-    assert_json_503(alice.get("/api/notes", headers=FETCH, status="*"))
-    assert_json_503(draft(alice, "title", "during the outage", status="*"))
-    assert_json_503(alice.get("/session/status", headers=FETCH, status="*"))
-    assert_page_503(alice.post("/workspace", {"title": "typed during the outage",
-                                              "csrf_token": alice_csrf},
-                               headers=PAGE, status="*"))
-    assert_page_503(alice.get("/login", headers=PAGE, status="*"))
-    assert_page_503(alice.post("/login", {"username": "alice", "password": "alice-password",
-                                          "csrf_token": alice_csrf},
-                               headers=PAGE, status="*"))
-    assert_page_503(alice.post("/logout", {"csrf_token": alice_csrf}, headers=PAGE,
-                               status="*"))
-    assert_page_503(admin.get("/admin/sessions", headers=PAGE, status="*"))
-    # A visitor with no session needs no store to see the form; signing in needs the store.
-    assert stranger.get("/login", headers=PAGE).status_int == 200
-    assert_page_503(stranger.post("/login", {"username": "bob", "password": "bob-password",
-                                             "csrf_token": stranger_csrf},
-                                  headers=PAGE, status="*"))
+    every_request_is_503(alice, alice_csrf, admin, stranger, stranger_csrf)
     assert time.monotonic() - started < 30, "a Redis that is down is a quick 503, not a hang"
 
     redis_running.restart()  # the same port and append-only file; the app is not rebuilt
