@@ -42,6 +42,16 @@ class SessionRecord:
         """Seconds until the session ends unless touched (an int for a whole-second ``now``)."""
         return max(0, self.deadline - now)
 
+    @classmethod
+    def opened(cls, key: str, user_id, now: int, policy, *, ip: str | None = None,
+               user_agent: str | None = None) -> SessionRecord:
+        """A session opened at ``now`` for ``user_id`` (as text), both deadlines from
+        ``policy`` (its ``idle_timeout`` and ``absolute_timeout``)."""
+        return cls(key=key, user_id=str(user_id), created=now, last_seen=now,
+                   idle_deadline=now + policy.idle_timeout,
+                   absolute_deadline=now + policy.absolute_timeout,
+                   ip=ip, user_agent=user_agent)
+
     def touched(self, now: int, idle_timeout: int) -> SessionRecord:
         """Touched at ``now``; a request that started earlier never moves it back."""
         return replace(self, last_seen=max(self.last_seen, now),

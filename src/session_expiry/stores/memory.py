@@ -76,12 +76,8 @@ class MemoryStore:
     # -- the protocol ---------------------------------------------------------
 
     def open(self, key, user_id, now, ip=None, user_agent=None):
-        record = SessionRecord(
-            key=key, user_id=str(user_id), created=now, last_seen=now,
-            idle_deadline=now + self.policy.idle_timeout,
-            absolute_deadline=now + self.policy.absolute_timeout,
-            ip=ip, user_agent=user_agent,
-        )
+        record = SessionRecord.opened(key, user_id, now, self.policy, ip=ip,
+                                      user_agent=user_agent)
         with self._lock:
             if key in self._entries:
                 raise ValueError(f"session {key[:12]} exists already")

@@ -51,11 +51,8 @@ class Lifecycle:
 
     @unavailable
     def open(self, key, user_id, now, ip=None, user_agent=None):
-        record = SessionRecord(
-            key=key, user_id=str(user_id), created=now, last_seen=now,
-            idle_deadline=now + self.policy.idle_timeout,
-            absolute_deadline=now + self.policy.absolute_timeout,
-            ip=ip, user_agent=user_agent)
+        record = SessionRecord.opened(key, user_id, now, self.policy, ip=ip,
+                                      user_agent=user_agent)
         self._forget_read()
         # The index first: it may name a session that is not (yet, or any more) open, which
         # every reader checks, but never lack an open one.

@@ -80,11 +80,8 @@ class Lifecycle(Transactions):
     """Sessions opened, read, written, touched and ended (``SessionStore``'s lifecycle)."""
 
     def open(self, key, user_id, now, ip=None, user_agent=None):
-        record = SessionRecord(
-            key=key, user_id=str(user_id), created=now, last_seen=now,
-            idle_deadline=now + self.policy.idle_timeout,
-            absolute_deadline=now + self.policy.absolute_timeout,
-            ip=ip, user_agent=user_agent)
+        record = SessionRecord.opened(key, user_id, now, self.policy, ip=ip,
+                                      user_agent=user_agent)
         with self._begin() as conn:
             if conn.execute(sa.select(sessions.c.key).where(sessions.c.key == key).union_all(
                     sa.select(session_events.c.session_key)
