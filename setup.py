@@ -59,6 +59,7 @@ tests_require = [
     "hypothesis>=6.100",
     "locust>=2.30",
     "psycopg-pool>=3.2",
+    "pyramid_session_redis>=1.8",
     *postgresql_requires,
     *redis_requires,
 ]

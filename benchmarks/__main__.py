@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks            # the full run (tens of minutes)
     .venv/bin/python -m benchmarks --smoke    # every benchmark at toy sizes, in seconds
 
-Each benchmark starts what it needs (its own PostgreSQL, the app servers, wrk)
+Each benchmark starts what it needs (its own PostgreSQL or Redis, the app servers, wrk)
 and stops it again. The modules run alone too (``python -m benchmarks.<name>``);
 docs/performance.md says what each measures and what limits it. Exit code 1
 when a figure misses its target (never in ``--smoke``).
@@ -26,6 +26,10 @@ BENCHMARKS = (
     ("benchmarks.sweeper_scale", "measure"),
     ("benchmarks.memory_scale", "measure"),
     ("benchmarks.browser_figures", "measure"),
+    ("benchmarks.redis_peers", "measure"),
+    ("benchmarks.redis_report", "figures"),
+    ("benchmarks.redis_sweeper", "measure"),
+    ("benchmarks.redis_memory", "measure"),
 )
 
 

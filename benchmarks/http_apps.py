@@ -12,6 +12,8 @@ that value. The peers are built as their users build them: Pyramid's
 Settings come from the environment: ``BENCH_SECRET``, and ``BENCH_DATABASE_URL``
 (PostgreSQL, ``postgresql+psycopg://``) or ``BENCH_SQLITE_URL`` where a variant
 needs a database. ``BENCH_SESSION_KEY`` is the key the one-SELECT ceiling reads.
+The Redis variants (``benchmarks.redis_peers``) read ``BENCH_REDIS_URL``, their
+Redis, and the one-GET ceiling ``BENCH_REDIS_KEY``, the key it reads.
 """
 from __future__ import annotations
 
@@ -79,6 +81,24 @@ def bare_select():
     return config.make_wsgi_app()
 
 
+def bare_get():
+    """Bare Pyramid plus one pooled Redis ``GET`` of a session's text by key: the most a page
+    that reads its session from Redis can do (redis-py's pool and its hiredis parser)."""
+    import redis
+
+    client = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"], decode_responses=True)
+    key = os.environ["BENCH_REDIS_KEY"]
+
+    def page(request):
+        if client.get(key) is None:
+            raise RuntimeError(f"the ceiling's key {key} is not in Redis")
+        return Response("ok")
+
+    config = _configurator()
+    config.add_view(page, route_name="page")
+    return config.make_wsgi_app()
+
+
 # -- the classic setup: AuthTktCookieHelper and pyramid_beaker ------------------------------
 
 class ClassicSecurityPolicy:
@@ -133,6 +153,27 @@ def classic_database():
                      "session.url": os.environ["BENCH_DATABASE_URL"]})
 
 
+def classic_redis():
+    """pyramid_session_redis as its users write it: ``config.include`` with its settings
+    (``redis.sessions.*``), its defaults otherwise (pickle, a TTL set, the expiry kept in
+    the payload and refreshed on every access), beside the same ``AuthTktCookieHelper``."""
+    secret = os.environ["BENCH_SECRET"]
+    config = _configurator({"redis.sessions.secret": secret,
+                            "redis.sessions.timeout": str(IDLE_TIMEOUT),
+                            "redis.sessions.redis_url": os.environ["BENCH_REDIS_URL"]})
+    config.include("pyramid_session_redis")
+    config.set_security_policy(ClassicSecurityPolicy(secret))
+
+    def login(request):
+        request.session["greeting"] = GREETING
+        return Response("signed in", headers=remember(request, request.params["user"]))
+
+    config.add_view(login, route_name="login")
+    config.add_view(_page, route_name="page", permission="view")
+    config.add_forbidden_view(lambda request: HTTPForbidden())
+    return config.make_wsgi_app()
+
+
 # -- session-expiry ---------------------------------------------------------------------------
 
 def _expiry(session_settings: dict):
@@ -165,9 +206,13 @@ def expiry_sqlite():
     return _expiry({"session.type": "expiry:sql", "session.url": os.environ["BENCH_SQLITE_URL"]})
 
 
+def expiry_redis():
+    return _expiry({"session.type": "expiry:redis", "session.url": os.environ["BENCH_REDIS_URL"]})
+
+
 VARIANTS = {factory.__name__: factory for factory in (
     bare, bare_select, classic_memory, expiry_memory, classic_database, expiry_postgresql,
-    expiry_sqlite)}
+    expiry_sqlite, bare_get, classic_redis, expiry_redis)}
 
 
 def main(argv=None) -> None:
