@@ -345,7 +345,8 @@ def test_a_full_redis_refuses_new_sessions_and_data_with_a_503_but_still_ends_th
         own_server, make, ends):
     """``noeviction`` and ``maxmemory`` reached: opening a session or writing its data is
     refused before the script changes anything (a 503, not a 500); ending one goes on (it
-    frees memory; a script that began writing is never cut short)."""
+    frees memory; a script that began writing is never cut short), and its event, which
+    cannot be filed under its user yet, waits for a sweeper once Redis has room again."""
     store = make(on_end=ends, at=own_server.url)
     store.open(KEY, "42", T0)
     client = own_server.client()
@@ -358,6 +359,11 @@ def test_a_full_redis_refuses_new_sessions_and_data_with_a_503_but_still_ends_th
     assert store.get(KEY2) is None
     assert store.load_data(KEY).values() == {}
     assert store.end(KEY, "logged_out", T0 + 1).end_reason == "logged_out"
+    assert ends.keys == [] and pending(store) == 1
+    assert store.get(KEY).end_reason == "logged_out"
+    client.config_set("maxmemory", 0)  # room again
+    store.claim_after = 0
+    assert store.sweep(T0 + 2).notified == 1
     assert ends.keys == [KEY] and pending(store) == 0
 
 
@@ -403,3 +409,30 @@ def test_a_sweep_works_in_batches_per_partition_and_tells_its_progress(store, en
     assert [done for done, _ in looked] == sorted({done for done, _ in looked}), "onwards"
     assert {due for _, due in looked} == {40}
     assert len(looked) > PARTITIONS // 2, "a batch at a time, not a partition"
+
+
+def test_a_users_ends_come_from_their_own_index_filled_once_however_often_told(make, ends):
+    from session_expiry.stores.readmodel import EndsQuery
+
+    store = make(on_end=ends)
+    for name, user in (("a", "7"), ("b", "8"), ("c", "7")):
+        store.open(session_key(name), user, T0)
+    store.end(session_key("a"), "logged_out", T0 + 10)
+    store.end(session_key("b"), "logged_out", T0 + 11)
+    # "c" ended by a process killed before it told anyone.
+    store.redis.run("end", [store.layout.partition(session_key("c")).base],
+                    [session_key("c"), "revoked", T0 + 12, "killed-process", store._keep])
+
+    def ends_of(user, reason=None):
+        page = store.recent_ends(EndsQuery(user_id=user, reason=reason))
+        return [(event.session_key, event.reason) for event in page.rows]
+
+    assert ends_of("7") == [(session_key("a"), "logged_out")], "told: filed; not told: not yet"
+    store.claim_after = 0
+    store.sweep(T0 + 13)
+    assert ends_of("7") == [(session_key("c"), "revoked"), (session_key("a"), "logged_out")]
+    assert ends_of("7", "revoked") == [(session_key("c"), "revoked")]
+    assert ends_of("8") == [(session_key("b"), "logged_out")]
+    event = next(event for event in ends.events if event.session_key == session_key("c"))
+    store._notify(store.layout.partition(event.session_key).events, [("0-1", event)])
+    assert len(ends_of("7")) == 2, "told twice, filed once"

@@ -129,6 +129,17 @@ class Connection:
     def run(self, name: str, keys: list, args: list):
         return self.script(name)(keys=keys, args=args)
 
+    def run_each(self, name: str, calls: list[tuple[list, list]]) -> list:
+        """The script ``name`` run once per (keys, args) of ``calls``, in one round trip on
+        one server (a pipeline); a cluster's partitions are on several, one call each."""
+        script = self.script(name)
+        if self.clustered:
+            return [script(keys=keys, args=args) for keys, args in calls]
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            script(keys=keys, args=args, client=pipe)
+        return pipe.execute()
+
     def primaries(self) -> list:
         """A client per server holding sessions: the one, or each master of a cluster."""
         client = self.client

@@ -20,9 +20,9 @@ Per partition ``{tag}``:
   report reads an end without reading its tombstone;
 - ``events``: the end events (a Stream) with the consumer group ``notify``.
 
-Outside the partitions: the per-user index (``{u.<hash>}:sessions``, a set of session keys,
-in the user's slot), the password failures (``{throttle}``) and the refused requests
-(``{refusals}``).
+Outside the partitions: per user, in the user's slot (``{u.<hash>}``), the index of their
+open sessions (``sessions``, a set) and their ends (``ended``, as the partitions' ``ended``);
+the password failures (``{throttle}``) and the refused requests (``{refusals}``).
 """
 from __future__ import annotations
 
@@ -102,8 +102,16 @@ class Layout:
 
     def user(self, user_id: str) -> str:
         """The set of a user's session keys; the user's id is not in the key name."""
+        return self._user_base(user_id) + "sessions"
+
+    def user_ended(self, user_id: str) -> str:
+        """A user's ends by their time, members as in ``ended`` (the report's ends of one
+        user, without walking everybody's)."""
+        return self._user_base(user_id) + "ended"
+
+    def _user_base(self, user_id: str) -> str:
         digest = hashlib.sha256(str(user_id).encode()).hexdigest()[:20]
-        return f"{self.prefix}:{{u.{digest}}}:sessions"
+        return f"{self.prefix}:{{u.{digest}}}:"
 
     @cached_property
     def failures(self) -> str:

@@ -10,8 +10,8 @@ from ...events import SessionEnded
 from ...record import SessionRecord
 from ..data import EMPTY, MAX_WRITE_ATTEMPTS, SessionData, encode, merge
 from ..sweeping import report
-from .connection import Connection, unavailable
-from .layout import GROUP, Layout
+from .connection import UNREACHABLE, Connection, unavailable
+from .layout import GROUP, Layout, ended_member
 
 log = logging.getLogger("session_expiry.stores.redis")
 
@@ -161,17 +161,28 @@ class Lifecycle:
                 if fields and fields.get("u") == user_id]
 
     def _notify(self, stream: str, events: list[tuple[str, SessionEnded]]) -> int:
-        """Tell of ``events`` (delivered to this store's consumer): take each session out of
-        its user's index, hand the event to the subscribers, then acknowledge it. A process
-        that dies before the acknowledgement leaves the events pending, for a sweeper to
-        claim and tell again (at least once)."""
+        """Tell of ``events`` (delivered to this store's consumer): move each session from
+        its user's open sessions to the user's ends, hand the event to the subscribers, then
+        acknowledge it. A process that dies before the acknowledgement leaves the events
+        pending, for a sweeper to claim and tell again (at least once; every step here may
+        be done twice)."""
         if not events:
             return 0
-        client = self.redis.client
+        client, layout = self.redis.client, self.layout
         pipe = client.pipeline(transaction=False)
-        for _, event in events:
-            pipe.srem(self.layout.user(event.user_id), event.session_key)
-        pipe.execute()
+        for _, event in events:  # (sessions of many users: slots of their own, not atomic)
+            pipe.srem(layout.user(event.user_id), event.session_key)
+            ended = layout.user_ended(event.user_id)
+            pipe.zadd(ended, {ended_member(event.session_key, event.reason, event.duration,
+                                           event.user_id): event.ended_at})
+            pipe.zremrangebyscore(ended, "-inf", event.ended_at - self.policy.retention)
+            pipe.expire(ended, self._keep)
+        try:
+            pipe.execute()
+        except UNREACHABLE as error:  # the sessions are ended; a sweeper tells them later
+            log.warning("%d ended sessions left for a sweeper to tell: Redis: %s",
+                        len(events), error)
+            return 0
         for _, event in events:
             report(self.on_end, event)
         client.xack(stream, GROUP, *(event_id for event_id, _ in events))

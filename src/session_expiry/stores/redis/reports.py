@@ -15,7 +15,7 @@ from ..readmodel import (
     EndCount,
     after_cursor,
     page_of,
-    percentile,
+    percentile_counted,
     sort_value,
     summarize,
 )
@@ -42,9 +42,9 @@ class Reports:
         earliest = None
         groups: Counter = Counter()
         lengths: Counter = Counter()
-        for partition in self.layout.partitions:
-            counted, begun, first, grouped, measured = self.redis.run(
-                "summary", [partition.base], [now, since, *LENGTH_EDGES])
+        for counted, begun, first, grouped, measured in self.redis.run_each("summary", [
+                ([partition.base], [now, since, *LENGTH_EDGES])
+                for partition in self.layout.partitions]):
             active, started = active + counted, started + begun
             if first != "":
                 earliest = int(first) if earliest is None else min(earliest, int(first))
@@ -57,13 +57,13 @@ class Reports:
             hour, reason = field.split(":", 1)
             if int(hour) > since:
                 refusals.append((reason, int(count)))
-        ordered = sorted(lengths.elements())
         return summarize(
             now, active=active, started=started,
             end_counts=[EndCount(int(hours), reason, int(bucket), count)
                         for (hours, reason, bucket), count
                         in ((group.split(":"), count) for group, count in groups.items())],
-            refusals=refusals, lengths=(percentile(ordered, .5), percentile(ordered, .9)),
+            refusals=refusals,
+            lengths=(percentile_counted(lengths, .5), percentile_counted(lengths, .9)),
             sweeper_lag=now - earliest if earliest is not None and earliest <= now else 0)
 
     @unavailable
@@ -79,14 +79,13 @@ class Reports:
             rows = records[:query.limit + 1]
         else:
             after = query.after
-            found = []
-            for partition in self.layout.partitions:
-                flat = self.redis.run("active", [partition.base], [
-                    _SORTED_BY[sort], int(descending), query.now,
-                    "" if after is None else after.value, "" if after is None else after.key,
-                    query.limit + 1])
-                found.append([(int(value), key) for key, value
-                              in zip(flat[::2], flat[1::2], strict=True)])
+            found = [[(int(value), key) for key, value in zip(flat[::2], flat[1::2], strict=True)]
+                     for flat in self.redis.run_each("active", [
+                         ([partition.base], [
+                             _SORTED_BY[sort], int(descending), query.now,
+                             "" if after is None else after.value,
+                             "" if after is None else after.key, query.limit + 1])
+                         for partition in self.layout.partitions])]
             merged = heapq.merge(*found, reverse=descending)
             keys = [key for _, key in list(merged)[:query.limit + 1]]
             pipe = self.redis.client.pipeline(transaction=False)
@@ -99,20 +98,40 @@ class Reports:
 
     @unavailable
     def recent_ends(self, query):
+        if query.user_id is not None:
+            return self._ends_of_user(query)
         after = query.after
-        found = []
-        for partition in self.layout.partitions:
-            flat = self.redis.run("recent", [partition.base], [
-                "" if after is None else after.value, "" if after is None else after.key,
-                query.reason or "", "" if query.user_id is None else ":" + query.user_id,
-                query.limit + 1])
-            found.append([(int(at), member) for member, at
-                          in zip(flat[::2], flat[1::2], strict=True)])
+        found = [[(int(at), member) for member, at in zip(flat[::2], flat[1::2], strict=True)]
+                 for flat in self.redis.run_each("recent", [
+                     ([partition.base], [
+                         "" if after is None else after.value,
+                         "" if after is None else after.key, query.reason or "",
+                         query.limit + 1])
+                     for partition in self.layout.partitions])]
         rows = []
         for at, member in list(heapq.merge(*found, reverse=True))[:query.limit + 1]:
             key, reason, duration, user_id = parse_ended(member)
             rows.append(SessionEnded(key, user_id, reason, at, duration))
         return page_of(rows, query.limit, lambda event: Cursor(event.ended_at, event.session_key))
+
+    def _ends_of_user(self, query):
+        """A page of one user's ends, from their own index, newest first."""
+        name, after, rows = self.layout.user_ended(query.user_id), query.after, []
+        offset, chunk = 0, 4 * (query.limit + 1)
+        while len(rows) <= query.limit:
+            found = self.redis.client.zrevrangebyscore(
+                name, "+inf" if after is None else after.value, "-inf", start=offset,
+                num=chunk, withscores=True)
+            for member, at in found:
+                key, reason, duration, user_id = parse_ended(member)
+                if (query.reason in (None, reason)
+                        and after_cursor(int(at), key, after, descending=True)):
+                    rows.append(SessionEnded(key, user_id, reason, int(at), duration))
+            if len(found) < chunk:
+                break
+            offset += chunk
+        return page_of(rows[:query.limit + 1], query.limit,
+                       lambda event: Cursor(event.ended_at, event.session_key))
 
     @unavailable
     def prune_refusals(self, horizon: int) -> None:

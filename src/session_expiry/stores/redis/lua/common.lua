@@ -2,12 +2,22 @@
 -- script touches begins with it, so all of them hash to its slot.
 local base = KEYS[1]
 
+local events = base .. 'events'
+
+-- The stream's consumer group, made before its first entry (every entry is delivered by
+-- ``deliver`` in the script that adds it, so '>' there reads just those).
+local function ensure_group()
+  if redis.call('EXISTS', events) == 0 then
+    redis.call('XGROUP', 'CREATE', events, 'notify', '$', 'MKSTREAM')
+  end
+end
+
 -- End the open session ``key`` at ``now`` for ``reason`` (for its timeout instead, when
--- past its deadline): the data goes, the tombstone stays, the event goes to the stream and
--- is delivered at once to ``consumer``, who notifies and acknowledges it. Returns the
--- event's id and the tombstone ({id, key, user, created, last seen, idle deadline,
--- absolute deadline, ip, user agent, ended at, reason}), or nil when it is not open.
-local function finish(key, reason, now, consumer, keep)
+-- past its deadline): the data goes, the tombstone stays, the event goes to the stream.
+-- Returns the event's id and the tombstone ({id, key, user, created, last seen, idle
+-- deadline, absolute deadline, ip, user agent, ended at, reason}), or nil when it is not
+-- open.
+local function finish(key, reason, now, keep)
   local session = base .. 's:' .. key
   local f = redis.call('HMGET', session, 'u', 'c', 'i', 'a', 'v', 'l', 'ip', 'ua')
   if not f[5] then return nil end
@@ -23,12 +33,17 @@ local function finish(key, reason, now, consumer, keep)
   redis.call('ZREM', base .. 'seen', key)
   redis.call('ZREM', base .. 'born', key)
   redis.call('ZADD', base .. 'ended', now, key .. ':' .. reason .. ':' .. duration .. ':' .. f[1])
-  local events = base .. 'events'
-  -- The group exists before the first entry: every entry is delivered in the script
-  -- that adds it, so '>' below reads just that one.
-  redis.pcall('XGROUP', 'CREATE', events, 'notify', '$', 'MKSTREAM')
+  ensure_group()  -- after the first write: a full Redis still lets an end go on
   local id = redis.call('XADD', events, '*', 'key', key, 'user', f[1], 'reason', reason,
                         'at', now, 'duration', duration)
-  redis.call('XREADGROUP', 'GROUP', 'notify', consumer, 'COUNT', 1, 'STREAMS', events, '>')
   return {id, key, f[1], f[2], f[6], f[3], f[4], f[7] or '', f[8] or '', now, reason}
+end
+
+-- Deliver the ``count`` entries this script added to ``consumer``, who tells them and
+-- acknowledges them; a process that dies first leaves them pending, for a sweeper.
+local function deliver(consumer, count)
+  if count > 0 then
+    redis.call('XREADGROUP', 'GROUP', 'notify', consumer, 'COUNT', count, 'STREAMS', events,
+               '>')
+  end
 end

@@ -1,9 +1,9 @@
--- ARGV: cursor value ('' for the first page), cursor key, reason ('' for any), user ('' for
--- any; given as ':<user>'), how many. The partition's ends before the cursor, newest first,
--- that match: {member, at, member, at, ...}.
+-- ARGV: cursor value ('' for the first page), cursor key, reason ('' for any), how many.
+-- The partition's ends before the cursor, newest first, of that reason:
+-- {member, at, member, at, ...}. (One user's ends have an index of their own.)
 local ended = base .. 'ended'
-local cursor, after, reason, user = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
-local want = tonumber(ARGV[5])
+local cursor, after, reason = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local want = tonumber(ARGV[4])
 local out, offset, chunk = {}, 0, want * 2 + 16
 while #out < want * 2 do
   local rows = redis.call('ZREVRANGEBYSCORE', ended, cursor or '+inf', '-inf', 'WITHSCORES',
@@ -11,9 +11,9 @@ while #out < want * 2 do
   if #rows == 0 then break end
   for j = 1, #rows, 2 do
     local member, at = rows[j], tonumber(rows[j + 1])
-    local key, why, rest = string.match(member, '^([^:]*):([^:]*):[^:]*(:.*)$')
+    local key, why = string.match(member, '^([^:]*):([^:]*):')
     local later = cursor == nil or at ~= cursor or key < after
-    if later and (reason == '' or why == reason) and (user == '' or rest == user) then
+    if later and (reason == '' or why == reason) then
       out[#out + 1] = member
       out[#out + 1] = at
       if #out >= want * 2 then break end

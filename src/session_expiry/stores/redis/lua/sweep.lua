@@ -5,11 +5,12 @@ local due = redis.call('ZRANGEBYSCORE', base .. 'due', '-inf', now, 'LIMIT', 0,
                        tonumber(ARGV[2]))
 local out = {#due}
 for _, key in ipairs(due) do
-  local event = finish(key, 'idle_timeout', now, consumer, keep)
+  local event = finish(key, 'idle_timeout', now, keep)
   if event then
     out[#out + 1] = event
   else  -- gone by itself (its safety expiry): nothing left to end or tell
     redis.call('ZREM', base .. 'due', key)
   end
 end
+deliver(consumer, #out - 1)
 return out
