@@ -53,6 +53,12 @@ def script_text(name: str) -> str:
         "local base = KEYS[1]\n" + body
 
 
+def hgetall_command(name: str) -> bytes:
+    """``HGETALL name`` as the protocol sends it (redis-py's packer takes longer)."""
+    encoded = name.encode()
+    return b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%s\r\n" % (len(encoded), encoded)
+
+
 def unavailable(method):
     """Turn "cannot reach Redis" into ``StoreUnavailable`` (a 503, and the next request
     tries again)."""
@@ -88,6 +94,9 @@ class Connection:
         self._client = None
         self._lock = threading.Lock()
         self._scripts: dict[str, object] = {}
+        #: Every request's read, on a connection of its thread's own (below).
+        self._reader = threading.local()
+        self._readers: list = []
 
     @property
     def client(self):
@@ -114,6 +123,40 @@ class Connection:
         plain.close()
         options.pop("health_check_interval")
         return RedisCluster.from_url(self.url, **options)
+
+    def hgetall(self, name: str) -> dict:
+        """``HGETALL name``: every request's read, so on one server sent on a connection kept
+        by this thread (the pool's checkout and return cost more than the round trip), and
+        sent once more on a fresh connection when the kept one turns out to be dead (Redis
+        restarted since)."""
+        client = self.client
+        if isinstance(client, RedisCluster):
+            return client.hgetall(name)
+        for attempt in (1, 2):
+            connection = self._thread_connection(client)
+            try:
+                connection.send_packed_command([hgetall_command(name)])
+                found = connection.read_response()
+            except (ConnectionError, TimeoutError):
+                connection.disconnect()
+                if attempt == 2:
+                    raise
+                continue
+            if isinstance(found, dict):  # RESP3 (the client's default since redis-py 8)
+                return found
+            pairs = iter(found)  # RESP2: field, value, field, value, ...
+            return dict(zip(pairs, pairs, strict=False))
+        raise AssertionError("unreachable")
+
+    def _thread_connection(self, client):
+        connection = getattr(self._reader, "connection", None)
+        if connection is None:
+            pool = client.connection_pool
+            connection = pool.connection_class(**pool.connection_kwargs)
+            self._reader.connection = connection
+            with self._lock:
+                self._readers.append(connection)
+        return connection
 
     @property
     def clustered(self) -> bool:
@@ -148,5 +191,9 @@ class Connection:
         return [client]
 
     def close(self) -> None:
+        with self._lock:
+            readers, self._readers = self._readers, []
+        for connection in readers:
+            connection.disconnect()
         if self._client is not None:
             self._client.close()

@@ -67,7 +67,7 @@ class Lifecycle:
 
     @unavailable
     def get(self, key):
-        fields = self.redis.client.hgetall(self.layout.partition(key).session(key))
+        fields = self.redis.hgetall(self.layout.partition(key).session(key))
         if not fields:
             self._forget_read()
             return None
@@ -81,7 +81,7 @@ class Lifecycle:
             self._just_read.read = None
             fields = read[1]
         else:
-            fields = self.redis.client.hgetall(self.layout.partition(key).session(key))
+            fields = self.redis.hgetall(self.layout.partition(key).session(key))
         if "v" not in fields:
             return None
         return SessionData(fields["d"], int(fields["v"]))
