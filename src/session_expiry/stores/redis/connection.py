@@ -94,7 +94,8 @@ class Connection:
         self._client = None
         self._lock = threading.Lock()
         self._scripts: dict[str, object] = {}
-        #: Every request's read, on a connection of its thread's own (below).
+        #: Every request's read, on a connection of its thread's own (below): one per
+        #: thread that reads, the app server's worker threads.
         self._reader = threading.local()
         self._readers: list = []
 

@@ -143,7 +143,7 @@ class Reports:
 
     @unavailable
     def records(self) -> list:
-        """Every record, open or ended (for tests and the maintenance scripts)."""
+        """Every record, open or ended: a scan of every server (for tests)."""
         found = []
         for server in self.redis.primaries():
             for name in server.scan_iter(match=self.layout.pattern, count=1000):
