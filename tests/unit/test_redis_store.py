@@ -436,3 +436,17 @@ def test_a_users_ends_come_from_their_own_index_filled_once_however_often_told(m
     event = next(event for event in ends.events if event.session_key == session_key("c"))
     store._notify(store.layout.partition(event.session_key).events, [("0-1", event)])
     assert len(ends_of("7")) == 2, "told twice, filed once"
+
+
+def test_a_password_try_that_cannot_be_counted_is_refused_not_let_through(store, monkeypatch):
+    """Another app server changes the failures under every claim (as if): after so many
+    lost claims the try is a 503, never an uncounted try."""
+    from session_expiry.throttle import keys_for
+
+    keys = keys_for(POLICY, account="alice", address="192.0.2.8")
+    assert store.claim_try(keys, T0).allowed
+    monkeypatch.setattr(store, "_swap", lambda read, written: False)
+    with pytest.raises(StoreUnavailable, match="could not be counted"):
+        store.claim_try(keys, T0 + 1)
+    monkeypatch.undo()
+    assert store.claim_try(keys, T0 + 2).counts[keys[0].name] == 2, "the lost one not counted"

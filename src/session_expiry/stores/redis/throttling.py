@@ -2,11 +2,16 @@
 by compare-and-set, so two app servers never both take the last free try."""
 from __future__ import annotations
 
+import logging
+
 from ...throttle import Failures, claim, released
+from ..contract import StoreUnavailable
 from .connection import unavailable
 
-#: Claims lost in a row to other app servers before this one gives up (it then counts
-#: as throttled: better a wait than an uncounted try).
+log = logging.getLogger("session_expiry.stores.redis")
+
+#: Claims lost in a row to other app servers before this one gives up: a 503 (better a
+#: refusal than an uncounted try).
 MAX_CLAIM_ATTEMPTS = 20
 
 
@@ -35,7 +40,8 @@ class Throttling:
             if not stored or self._swap(read, {name: _text(kept)
                                                for name, kept in stored.items()}):
                 return answer
-        raise RuntimeError("password tries: the claim kept losing to other app servers")
+        raise StoreUnavailable("Redis: a password try could not be counted; the claim kept "
+                               "losing to other app servers")
 
     @unavailable
     def release_try(self, keys):
@@ -46,6 +52,8 @@ class Throttling:
             kept = {key.name: _text(released(key, _failures(read[key.name]))) for key in keys}
             if self._swap(read, kept):
                 return
+        log.warning("password tries: a right password's claim was not given back; the "
+                    "release kept losing to other app servers")
 
     @unavailable
     def forget_failures(self, now: int) -> int:
