@@ -47,6 +47,7 @@ from redis.exceptions import ResponseError
 from tests.conftest import migrate
 from tests.redis_server import RedisServer
 
+from benchmarks import sweeper_scale
 from benchmarks.figures import Figure, median, report
 from benchmarks.redis_load import (
     USER_AGENTS,
@@ -71,45 +72,10 @@ IDLE, ABSOLUTE = 1200, 8 * 3600
 #: ``ZREM`` members per command in the bare script.
 ZREM_CHUNK = 1_000
 
-INI = """\
-[app:main]
-use = egg:session-expiry-demo
-sqlalchemy.url = {app_url}
-session.type = expiry:redis
-session.url = {url}
-session.key = session
-session.secure = false
-session_expiry.idle_timeout = 20m
-session_expiry.absolute_timeout = 8h
-session_expiry.secret = benchmark-only-secret-0123456789abcdef0123456789abcdef
-
-[loggers]
-keys = root, session_expiry
-
-[handlers]
-keys = console
-
-[formatters]
-keys = generic
-
-[logger_root]
-level = WARN
-handlers = console
-
-[logger_session_expiry]
-level = INFO
-handlers =
-qualname = session_expiry
-
-[handler_console]
-class = StreamHandler
-args = (sys.stderr,)
-level = NOTSET
-formatter = generic
-
-[formatter_generic]
-format = %(asctime)s %(levelname)-5.5s [%(name)s][%(threadName)s] %(message)s
-"""
+#: sweeper_scale's ini, on the Redis store (the users' database stays SQLite).
+INI = sweeper_scale.INI.replace(
+    "sqlalchemy.url = {url}\nsession.type = expiry:sql",
+    "sqlalchemy.url = {app_url}\nsession.type = expiry:redis\nsession.url = {url}")
 
 
 #: The bare script with the same writes: per overdue session of the partition (KEYS[1]) the
