@@ -30,14 +30,14 @@ import threading
 
 from ...settings import Policy
 from ..sweeping import OnEnd, SweepThread
-from .connection import SCHEMES, Connection
+from .connection import Connection
 from .layout import PREFIX, Layout
 from .lifecycle import Lifecycle
 from .reports import Reports
 from .sweeping import Sweeping
 from .throttling import Throttling
 
-__all__ = ("SCHEMES", "RedisStore")
+__all__ = ("RedisStore",)
 
 
 class RedisStore(Lifecycle, Sweeping, Reports, Throttling):

@@ -29,8 +29,6 @@ from redis.retry import Retry
 
 from ..contract import StoreUnavailable
 
-#: The schemes ``session.url`` may name for this store.
-SCHEMES = ("redis", "rediss", "unix")
 #: Timeouts (seconds) unless the URL sets its own (``?socket_timeout=…``): a Redis that
 #: does not answer is a 503 within about this long, not a hung request.
 CONNECT_TIMEOUT, SOCKET_TIMEOUT = 1.0, 2.0
