@@ -125,13 +125,10 @@ class ClassicSecurityPolicy:
         return self.helper.forget(request)
 
 
-def _classic(beaker_settings: dict):
-    secret = os.environ["BENCH_SECRET"]
-    settings = {"session.key": "session", "session.secret": secret, "session.httponly": "true",
-                "session.timeout": str(IDLE_TIMEOUT), **beaker_settings}
-    config = _configurator(settings)
+def _classic_app(config: Configurator, secret: str):
+    """The classic sign-in and page on ``config`` (its session factory set), the auth
+    ticket by ``AuthTktCookieHelper``."""
     config.set_security_policy(ClassicSecurityPolicy(secret))
-    config.set_session_factory(session_factory_from_settings(settings))
 
     def login(request):
         request.session["greeting"] = GREETING
@@ -141,6 +138,15 @@ def _classic(beaker_settings: dict):
     config.add_view(_page, route_name="page", permission="view")
     config.add_forbidden_view(lambda request: HTTPForbidden())
     return config.make_wsgi_app()
+
+
+def _classic(beaker_settings: dict):
+    secret = os.environ["BENCH_SECRET"]
+    settings = {"session.key": "session", "session.secret": secret, "session.httponly": "true",
+                "session.timeout": str(IDLE_TIMEOUT), **beaker_settings}
+    config = _configurator(settings)
+    config.set_session_factory(session_factory_from_settings(settings))
+    return _classic_app(config, secret)
 
 
 def classic_memory():
@@ -162,16 +168,7 @@ def classic_redis():
                             "redis.sessions.timeout": str(IDLE_TIMEOUT),
                             "redis.sessions.redis_url": os.environ["BENCH_REDIS_URL"]})
     config.include("pyramid_session_redis")
-    config.set_security_policy(ClassicSecurityPolicy(secret))
-
-    def login(request):
-        request.session["greeting"] = GREETING
-        return Response("signed in", headers=remember(request, request.params["user"]))
-
-    config.add_view(login, route_name="login")
-    config.add_view(_page, route_name="page", permission="view")
-    config.add_forbidden_view(lambda request: HTTPForbidden())
-    return config.make_wsgi_app()
+    return _classic_app(config, secret)
 
 
 # -- session-expiry ---------------------------------------------------------------------------
