@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from beaker.util import coerce_session_params
 from pyramid.csrf import CookieCSRFStoragePolicy
+from pyramid.exceptions import ConfigurationError
 from pyramid.tweens import INGRESS
 
 from . import settings as settings_module
@@ -54,16 +55,29 @@ class TextCSRFStoragePolicy(CookieCSRFStoragePolicy):
             request, supplied_token)
 
 
+#: The extra that brings the client package a store needs, by that package's module.
+EXTRAS = {"redis": "redis", "psycopg": "postgresql"}
+
+
 def build_store(policy, clock, on_end):
     """The store ``session.type`` names (its sweep thread is started by ``includeme``)."""
-    if policy.store_type == "expiry:sql":
-        from .stores.sql import SqlStore, engine_for
+    try:
+        if policy.store_type == "expiry:sql":
+            from .stores.sql import SqlStore, engine_for
 
-        return SqlStore(engine_for(policy.store_url), policy, clock, on_end=on_end)
-    if policy.store_type == "expiry:redis":
-        from .stores.redis import RedisStore
+            return SqlStore(engine_for(policy.store_url), policy, clock, on_end=on_end)
+        if policy.store_type == "expiry:redis":
+            from .stores.redis import RedisStore
 
-        return RedisStore(policy.store_url, policy, clock, on_end=on_end)
+            return RedisStore(policy.store_url, policy, clock, on_end=on_end)
+    except ModuleNotFoundError as error:
+        extra = EXTRAS.get((error.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        raise ConfigurationError(
+            f"session.type = {policy.store_type}: the package {error.name!r} is not "
+            f"installed; install the add-on with its [{extra}] extra: "
+            f"pip install 'session-expiry[{extra}]'") from None
     from .stores.memory import MemoryStore
 
     return MemoryStore(policy, clock, on_end=on_end)

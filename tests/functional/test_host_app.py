@@ -128,14 +128,24 @@ def test_session_expiry_db_makes_the_tables_of_a_host_without_alembic(venv, tmp_
     assert tables(url) == SESSION_TABLES | {"session_expiry_alembic_version"}
 
 
-@pytest.mark.parametrize("store", ["expiry:memory", "expiry:sql", "expiry:redis"])
+def make_tables(venv: Path, ini: Path, tables_by: str | None, cwd: Path) -> None:
+    """The session tables made the way ``tables_by`` says: the add-on's command
+    (``session-expiry-db``), or the host's Alembic (``alembic``); None: no tables."""
+    if tables_by == "session-expiry-db":
+        in_venv(venv, "session-expiry-db", ini, "upgrade", cwd=cwd)
+    elif tables_by == "alembic":
+        in_venv(venv, "alembic", "-c", ini, "upgrade", "heads", cwd=cwd)
+
+
+@pytest.mark.parametrize(("store", "tables_by"), [
+    ("expiry:memory", None), ("expiry:sql", "session-expiry-db"), ("expiry:sql", "alembic"),
+    ("expiry:redis", None)])
 def test_the_host_app_signs_in_tells_the_page_and_ends_idle_sessions(venv, tmp_path, store,
-                                                                     request):
+                                                                     tables_by, request):
     url = f"sqlite:///{tmp_path / 'host.sqlite'}"
     session_url = request.getfixturevalue("redis_url") if store == "expiry:redis" else None
     ini = host_ini(tmp_path, store, url, session_url)
-    if store == "expiry:sql":  # the Redis store needs no tables
-        in_venv(venv, "session-expiry-db", ini, "upgrade", cwd=tmp_path)
+    make_tables(venv, ini, tables_by, tmp_path)
     facts = json.loads(in_venv(venv, "python", HOST / "drive.py", ini, "story",
                                cwd=tmp_path).stdout)
     assert facts["anonymous_page"] == [303, "http://localhost/login"]
@@ -150,16 +160,19 @@ def test_the_host_app_signs_in_tells_the_page_and_ends_idle_sessions(venv, tmp_p
     status, location = facts["idle_page"]
     assert status == 303
     assert location.startswith("http://localhost/session-expired?reason=idle_timeout")
+    assert facts["expired_page"] == {"status": 200, "says": True, "why": True,
+                                     "sign_in_again": True}
     assert facts["guesses"] == [400, 400, 400, 429], "the host's sign-in is throttled"
 
 
-@pytest.mark.parametrize("store", ["expiry:sql", "expiry:redis"])
-def test_session_sweeper_ends_the_hosts_overdue_sessions(venv, tmp_path, store, request):
+@pytest.mark.parametrize(("store", "tables_by"), [
+    ("expiry:sql", "session-expiry-db"), ("expiry:sql", "alembic"), ("expiry:redis", None)])
+def test_session_sweeper_ends_the_hosts_overdue_sessions(venv, tmp_path, store, tables_by,
+                                                         request):
     url = f"sqlite:///{tmp_path / 'host.sqlite'}"
     session_url = request.getfixturevalue("redis_url") if store == "expiry:redis" else None
     ini = host_ini(tmp_path, store, url, session_url)
-    if store == "expiry:sql":  # the Redis store needs no tables
-        in_venv(venv, "session-expiry-db", ini, "upgrade", cwd=tmp_path)
+    make_tables(venv, ini, tables_by, tmp_path)
     facts = json.loads(in_venv(venv, "python", HOST / "drive.py", ini, "overdue",
                                cwd=tmp_path).stdout)
     assert facts == {"sign_in": 303}

@@ -52,6 +52,11 @@ def story(ini: str) -> dict:
     facts["idle_fetch"] = [ended.status_int, ended.json]
     ended = app.get("/", headers=PAGE, status="*")
     facts["idle_page"] = [ended.status_int, ended.location]
+    expired = ended.follow(headers=PAGE, status="*")  # the add-on's page, from the wheel
+    facts["expired_page"] = {"status": expired.status_int,
+                             "says": "Your session has ended" in expired.text,
+                             "why": 'data-reason="idle_timeout"' in expired.text,
+                             "sign_in_again": 'class="button" href="/login' in expired.text}
     guesser = TestApp(wsgi, extra_environ={"REMOTE_ADDR": "198.51.100.9"})
     facts["guesses"] = [sign_in(guesser, "wrong").status_int for _ in range(4)]
     wsgi.registry.session_expiry.store.close()

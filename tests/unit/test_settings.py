@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import pytest
 from pyramid.exceptions import ConfigurationError
@@ -345,6 +347,35 @@ def test_the_redis_store_without_a_redis_url_stops_start_up_naming_session_url(u
     with pytest.raises(ConfigurationError, match=rf"^session\.url: {problem}; the Redis store"):
         load(settings(session__type="expiry:redis", session__url=url,
                       sqlalchemy__url="sqlite://"), environ={})
+
+
+#: Starts the add-on with ``sys.argv[1]`` blocked from import (as if never installed) and
+#: prints the start-up error.
+WITHOUT_PACKAGE = """
+import sys
+sys.modules[sys.argv[1]] = None  # ``import`` of it now fails as of a package not installed
+from pyramid.config import Configurator
+settings = dict(arg.split("=", 1) for arg in sys.argv[2:])
+try:
+    Configurator(settings=settings).include("session_expiry")
+except Exception as error:
+    print(type(error).__name__, error)
+"""
+
+
+@pytest.mark.parametrize(("package", "store", "url", "extra"), [
+    ("redis", "expiry:redis", "redis://127.0.0.1:1/0", "redis"),
+    ("psycopg", "expiry:sql", "postgresql+psycopg://app@127.0.0.1:1/app", "postgresql")])
+def test_a_store_whose_extra_is_not_installed_stops_start_up_naming_the_extra(
+        package, store, url, extra):
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PACKAGE, package, f"session.type={store}",
+         f"session.url={url}", f"session_expiry.secret={SECRET}"],
+        capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == (
+        f"ConfigurationError session.type = {store}: the package {package!r} is not "
+        f"installed; install the add-on with its [{extra}] extra: "
+        f"pip install 'session-expiry[{extra}]'")
 
 
 def test_only_the_memory_store_lives_in_the_process():

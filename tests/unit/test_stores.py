@@ -1329,7 +1329,8 @@ def test_missing_tables_are_a_clear_store_unavailable(kind, request, tmp_path):
     store = SqlStore(engine_for(url), POLICY, clock=FrozenClock(T0))
     try:
         with pytest.raises(StoreUnavailable, match=r"session tables are missing: run "
-                                                   r"`session-expiry-db <your ini> upgrade`"):
+                                                   r"`session-expiry-db <your ini> upgrade`, "
+                                                   r"or `alembic upgrade heads` where"):
             store.get(KEY)
     finally:
         store.close()

@@ -117,5 +117,7 @@ def unavailable(error: sa.exc.SQLAlchemyError) -> StoreUnavailable:
         return StoreUnavailable("the session database refused a value: " + reason)
     if isinstance(error, sa.exc.ProgrammingError) or "no such table" in reason:
         return StoreUnavailable("the session tables are missing: run "
-                                f"`session-expiry-db <your ini> upgrade` ({reason})")
+                                "`session-expiry-db <your ini> upgrade`, or `alembic upgrade "
+                                "heads` where your Alembic takes the add-on's versions "
+                                f"(docs/add-on.md, Tables) ({reason})")
     return StoreUnavailable(reason)
