@@ -17,6 +17,7 @@ from session_expiry.stores.readmodel import (
     END_REASONS,
     HOUR,
     HOURS,
+    LATEST,
     LENGTH_EDGES,
     LENGTH_LABELS,
     REFUSAL_REASONS,
@@ -176,9 +177,14 @@ def test_a_cursor_reads_back_from_its_text():
     None, "", "garbage", f"{NOW}", f"{NOW}.", f".{KEY}", f"{NOW}.{KEY[:-1]}",
     f"{NOW}.{KEY}0", f"{NOW}.{'A' * 64}", f"-1.{KEY}", f"1e9.{KEY}", f"{NOW} .{KEY}",
     f"{'9' * 13}.{KEY}", f"{NOW}.{KEY}\n", f"{NOW}.{'g' * 64}",
+    f"{LATEST + 1}.{KEY}", f"{'9' * 12}.{KEY}",  # past what a store's timestamp holds
 ])
 def test_a_malformed_cursor_means_the_first_page(text):
     assert parse_cursor(text) is None
+
+
+def test_a_cursor_at_the_last_second_a_store_holds_reads_back():
+    assert parse_cursor(f"{LATEST}.{KEY}") == Cursor(LATEST, KEY)
 
 
 def test_is_session_key_accepts_only_64_lowercase_hex():

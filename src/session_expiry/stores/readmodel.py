@@ -152,12 +152,18 @@ class Cursor:
 
 _CURSOR = re.compile(r"(\d{1,12})\.([0-9a-f]{64})")
 _KEY = re.compile(r"[0-9a-f]{64}")
+#: The last second every store can hold (an SQL timestamp ends with the year 9999): no
+#: cursor points past it.
+LATEST = 253402300799
 
 
 def parse_cursor(text: str | None) -> Cursor | None:
-    """A cursor from a query string; anything malformed means "the first page"."""
+    """A cursor from a query string; anything malformed or out of range means "the first
+    page"."""
     match = _CURSOR.fullmatch(text or "")
-    return Cursor(int(match[1]), match[2]) if match else None
+    if not match or int(match[1]) > LATEST:
+        return None
+    return Cursor(int(match[1]), match[2])
 
 
 def is_session_key(text: str | None) -> bool:
