@@ -26,9 +26,12 @@ password there through ``session_expiry.check_password`` and calls
 """
 from __future__ import annotations
 
+import logging
+
 from beaker.util import coerce_session_params
 from pyramid.csrf import CookieCSRFStoragePolicy
 from pyramid.exceptions import ConfigurationError
+from pyramid.interfaces import PHASE3_CONFIG, ITweens
 from pyramid.tweens import INGRESS
 
 from . import settings as settings_module
@@ -42,6 +45,8 @@ from .security import SessionSecurityPolicy
 from .stores.beaker import session_factory
 from .ticket import derive_secret
 from .tween import ExpirySetup, session_expiry, session_touch_deriver
+
+log = logging.getLogger("session_expiry")
 
 __all__ = ("TooManyTries", "__version__", "check_password", "includeme")
 
@@ -83,6 +88,36 @@ def build_store(policy, clock, on_end):
     return MemoryStore(policy, clock, on_end=on_end)
 
 
+#: The add-on's tween (its dotted name is its name in the tween chain and in ``ptweens``).
+TWEEN = "session_expiry.tween.expiry_tween_factory"
+
+
+def keep_outermost(registry) -> None:
+    """Put the add-on's tween above every implicitly ordered tween (those added after it,
+    which Pyramid would put above it, included), once all are added; a tween that asked by
+    name to be over it stays there, with a warning. An explicit ``pyramid.tweens`` list must
+    name it first: anything above it would read the Cookie header before it is bounded."""
+    tweens = registry.queryUtility(ITweens)
+    if tweens.explicit:
+        if tweens.explicit[0][0] != TWEEN:
+            raise ConfigurationError(
+                f"pyramid.tweens: {TWEEN} must come first; a tween above it reads the Cookie "
+                "header before the add-on bounds it (docs/security.md)")
+        return
+    names = [name for name, _ in tweens.implicit()]
+    above = names[:names.index(TWEEN)]
+    if not above:
+        return
+    asked = [name for name in above if TWEEN in tweens.sorter.name2before.get(name, ())]
+    for name in asked:
+        log.warning("tween %s asked to be over %s: it sees the Cookie header before the "
+                    "add-on bounds it", name, TWEEN)
+    factory = dict(tweens.sorter.name2val)[TWEEN]
+    moved = [name for name in above if name not in asked]
+    if moved:
+        tweens.add_implicit(TWEEN, factory, under=INGRESS, over=moved)
+
+
 def includeme(config):
     settings, policy = settings_module.load(config.get_settings())
     config.registry.settings.update(settings)
@@ -113,8 +148,11 @@ def includeme(config):
     config.set_security_policy(SessionSecurityPolicy())
 
     config.include("pyramid_jinja2")
-    # Outermost: the verdict exists before any other tween (pyramid_tm asks who is signed in).
-    config.add_tween("session_expiry.tween.expiry_tween_factory", under=INGRESS)
+    # Outermost: the Cookie header is bounded and the verdict made before any other tween
+    # runs (a host's tween that reads request.cookies, pyramid_tm asking who is signed in),
+    # those the host adds after this include too.
+    config.add_tween(TWEEN, under=INGRESS)
+    config.action(None, keep_outermost, args=(config.registry,), order=PHASE3_CONFIG + 1)
     config.add_view_deriver(session_touch_deriver)
 
     config.add_route("session_expiry.expired", policy.expired_url)

@@ -141,10 +141,19 @@ def test_a_redis_that_is_down_exits_1_with_a_clear_message(tmp_path, sqlite_url)
     assert time.monotonic() - started < 30, "a Redis that is down is found out quickly"
 
 
-@pytest.mark.parametrize("args", [["--once", "--batch", "0"], ["--every", "soon"], []])
-def test_bad_arguments_exit_2(tmp_path, sqlite_url, args):
+@pytest.mark.parametrize(("args", "says"), [
+    (["--once", "--batch", "0"], "is not a whole number from 1 to 10,000"),
+    (["--once", "--batch", "10001"], "is not a whole number from 1 to 10,000"),
+    (["--once", "--batch", "9" * 5000], "is not a whole number from 1 to 10,000"),
+    (["--every", "soon"], "is not a duration"),
+    (["--every", "0s"], "must be 1 second to 1 day"),
+    (["--every", "1000000000000d"], "must be 1 second to 1 day"),
+    (["--every", "1" * 5000], "is too long"),
+    ([], "one of the arguments --once --every is required")])
+def test_bad_arguments_exit_2_saying_what_is_wrong(tmp_path, sqlite_url, args, says):
     done = sweeper(ini_for(tmp_path, sqlite_url), *args)
-    assert done.returncode == 2 and "usage:" in done.stderr
+    assert done.returncode == 2 and "usage:" in done.stderr and says in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_contradictory_ini_exits_2_naming_the_key(tmp_path, sqlite_url):

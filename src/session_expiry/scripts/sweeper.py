@@ -25,7 +25,7 @@ from contextlib import contextmanager, nullcontext
 from pyramid.exceptions import ConfigurationError
 from pyramid.paster import bootstrap, setup_logging
 
-from ..settings import parse_duration
+from ..settings import MAX_NUMBER_TEXT, RANGES, describe_duration, parse_duration
 from ..stores import StoreUnavailable
 
 EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
@@ -44,19 +44,30 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+#: The range of ``--every`` (that of ``session_expiry.sweep_interval``) and of ``--batch``.
+EVERY = RANGES["sweep_interval"]
+BATCH = (1, 10_000)
+
+
 def _duration(text):
+    low, high = EVERY
+    if len(text) > MAX_NUMBER_TEXT:
+        raise argparse.ArgumentTypeError(f"{text[:MAX_NUMBER_TEXT]!r}... is too long")
     try:
         seconds = parse_duration(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError("must be longer than 0 seconds")
+    if not low <= seconds <= high:
+        raise argparse.ArgumentTypeError(
+            f"must be {describe_duration(low)} to {describe_duration(high)}")
     return seconds
 
 
 def _positive(text):
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    low, high = BATCH
+    if not (text.isdigit() and len(text) <= MAX_NUMBER_TEXT and low <= int(text) <= high):
+        raise argparse.ArgumentTypeError(f"{text[:MAX_NUMBER_TEXT]!r} is not a whole number "
+                                         f"from {low} to {high:,}")
     return int(text)
 
 
