@@ -2,12 +2,12 @@
 benchmarks (``redis_sweeper``, ``redis_report``, ``redis_memory``) load before they measure.
 
 Each session is written as the store writes it, step by step, at a clock of our choosing
-(in the past): the user's index (``SADD``), then the store's scripts ``open``, ``touch``,
-``save`` and ``end`` (``lua/*.lua``, by ``EVALSHA``) with the same arguments
-``RedisStore`` gives them, only pipelined, thousands to a round trip, instead of one
-request's round trips. An ended session's event is then told as the store tells it
-(taken out of the user's index, acknowledged in the stream's consumer group). So the
-keys, sorted sets, tombstones and streams are the store's own, not a copy of its layout.
+(in the past): the store's scripts ``open``, ``touch``, ``save`` and ``end``
+(``lua/*.lua``, by ``EVALSHA``) with the same arguments ``RedisStore`` gives them, only
+pipelined, thousands to a round trip, instead of one request's round trips. An ended
+session's event is then acknowledged in the stream's consumer group, as the store does once
+it has told it. So the keys, sorted sets, tombstones and streams are the store's own, not a
+copy of its layout.
 
 Session ``i``'s key is a SHA-256-like hex text that ends in ``i`` (:func:`key_of`), so a
 check can tell from a key which session it is (:func:`index_of`).
@@ -81,9 +81,8 @@ class Loader:
         self.scripts[name](keys=[self.layout.partition(key).base], args=args, client=self.pipe)
 
     def open(self, key: str, user_id: str, now: int, ip: str, user_agent: str) -> None:
-        """``RedisStore.open``'s two steps: the user's index, then the ``open`` script."""
+        """``RedisStore.open``'s script."""
         policy = self.store.policy
-        self.pipe.sadd(self.layout.user(user_id), key)
         self._run("open", key, [key, user_id, now, now + policy.idle_timeout,
                                 now + policy.absolute_timeout, ip, user_agent,
                                 policy.absolute_timeout + policy.retention + SAFETY])
@@ -108,11 +107,10 @@ class Loader:
             self.pipe = self.client.pipeline(transaction=False)
 
     def told(self, rows: list) -> None:
-        """What ``RedisStore._notify`` does with the events the ``end`` scripts returned:
-        each session out of its user's index, then the event acknowledged."""
+        """What ``RedisStore._notify`` does with the events the ``end`` scripts returned,
+        once it has told them: each acknowledged."""
         pipe = self.client.pipeline(transaction=False)
         for row in rows:
-            event_id, key, user_id = row[0], row[1], row[2]
-            pipe.srem(self.layout.user(user_id), key)
+            event_id, key = row[0], row[1]
             pipe.xack(self.layout.partition(key).events, GROUP, event_id)
         pipe.execute()

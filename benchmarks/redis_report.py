@@ -88,7 +88,7 @@ def load(url: str, sizes: Sizes, say=print) -> None:
                 loader.open(key, user, created, ip_of(i), USER_AGENTS[i * 31 % len(USER_AGENTS)])
                 loader.touch(key, last_seen)
                 loader.end(key, reason, ended_at)
-            rows = loader.execute()[3::4]
+            rows = loader.execute()[2::3]
             if any(row is None for row in rows):
                 raise SystemExit("a session did not end: is the server empty?")
             loader.told(rows)

@@ -17,6 +17,7 @@ from redis.crc import key_slot
 
 from session_expiry.clock import FrozenClock
 from session_expiry.stores import StoreUnavailable, session_key
+from session_expiry.stores.readmodel import EndsQuery
 from session_expiry.stores.redis import RedisStore
 from session_expiry.stores.redis.layout import GROUP, PARTITIONS, SLOTS, TAGS, Layout
 from session_expiry.stores.redis.lifecycle import tombstone_of
@@ -260,29 +261,48 @@ def test_a_sweep_that_dies_while_notifying_leaves_every_end_to_be_told_once_more
     assert len(stream_entries(sweeper)) == len(keys), "exactly one event per session"
 
 
-def test_the_user_index_is_cleaned_by_the_events_consumer_when_the_ender_died_between(
+def test_the_ending_script_moves_the_session_from_its_users_index_in_the_same_step(
         make, ends, redis_server):
-    """The index lives in the user's slot, not the session's: a process killed after the
-    ending script and before it took the session out of the index leaves it there; readers
-    never show it, and the event's consumer (a sweeper) takes it out."""
+    """A user's index lives in the slot of each of their sessions: the script that ends one
+    takes it out of the user's open sessions and files it under the user's ends, atomically,
+    so a process killed right after the script leaves no ended session in the index; only
+    the notification waits for a sweeper."""
     store = make(on_end=ends)
     store.open(KEY, "7", T0)
     store.open(KEY2, "7", T0)
+    partition = store.layout.partition(KEY)
+    client = redis_server.client()
+    assert client.smembers(partition.user("7")) == {KEY}
     # The ending script alone, as a process killed right after it would leave it.
-    row = store.redis.run("end", [store.layout.partition(KEY).base],
+    row = store.redis.run("end", [partition.base],
                           [KEY, "revoked", T0 + 5, "killed-process", store._keep])
     assert tombstone_of(row)[1].end_reason == "revoked"
-    index = store.layout.user("7")
-    assert redis_server.client().smembers(index) == {KEY, KEY2}, "left behind by the dead"
+    assert client.smembers(partition.user("7")) == set(), "no ended session in the index"
+    assert client.zrange(partition.user_ended("7"), 0, -1) == [f"{KEY}:revoked:5:7"]
     assert [record.key for record in store.user_sessions("7", T0 + 6)] == [KEY2]
+    assert [event.session_key for event in store.recent_ends(EndsQuery(user_id="7")).rows] \
+        == [KEY]
     assert [record.key for record in store.end_user_sessions("7", "revoked", T0 + 6)] == [KEY2]
     assert ends.keys == [KEY2]
 
     store.claim_after = 0
-    assert store.sweep(T0 + 7).notified == 1
+    assert store.sweep(T0 + 7).notified == 1, "the dead process's notification, told again"
     assert sorted(ends.keys) == sorted([KEY, KEY2])
-    assert redis_server.client().smembers(index) == set()
+    assert store.user_sessions("7", T0 + 8) == []
     assert pending(store) == 0
+
+
+def test_the_users_ends_are_pruned_with_their_tombstones(make, redis_server):
+    store = make()
+    store.open(KEY, "7", T0)
+    store.end(KEY, "logged_out", T0 + 1)
+    partition = store.layout.partition(KEY)
+    client = redis_server.client()
+    store.prune(T0 + 1 + POLICY.retention - 1)
+    assert client.zcard(partition.user_ended("7")) == 1, "kept for retention"
+    store.prune(T0 + 1 + POLICY.retention)
+    assert client.exists(partition.user_ended("7"), partition.session(KEY)) == 0
+    assert store.recent_ends(EndsQuery(user_id="7")).rows == []
 
 
 def test_the_stream_keeps_what_is_not_acknowledged_past_retention(make, ends, redis_server):
@@ -344,9 +364,9 @@ def test_a_store_made_while_redis_is_down_works_once_it_is_up(own_server, make):
 def test_a_full_redis_refuses_new_sessions_and_data_with_a_503_but_still_ends_them(
         own_server, make, ends):
     """``noeviction`` and ``maxmemory`` reached: opening a session or writing its data is
-    refused before the script changes anything (a 503, not a 500); ending one goes on (it
-    frees memory; a script that began writing is never cut short), and its event, which
-    cannot be filed under its user yet, waits for a sweeper once Redis has room again."""
+    refused before the script changes anything (a 503, not a 500); ending one goes on, and
+    is told (its first write frees memory, and a script that began writing is never cut
+    short)."""
     store = make(on_end=ends, at=own_server.url)
     store.open(KEY, "42", T0)
     client = own_server.client()
@@ -359,12 +379,12 @@ def test_a_full_redis_refuses_new_sessions_and_data_with_a_503_but_still_ends_th
     assert store.get(KEY2) is None
     assert store.load_data(KEY).values() == {}
     assert store.end(KEY, "logged_out", T0 + 1).end_reason == "logged_out"
-    assert ends.keys == [] and pending(store) == 1
-    assert store.get(KEY).end_reason == "logged_out"
-    client.config_set("maxmemory", 0)  # room again
-    store.claim_after = 0
-    assert store.sweep(T0 + 2).notified == 1
     assert ends.keys == [KEY] and pending(store) == 0
+    assert store.get(KEY).end_reason == "logged_out"
+    assert store.user_sessions("42", T0 + 2) == []
+    client.config_set("maxmemory", 0)  # room again
+    store.open(KEY2, "42", T0 + 2)
+    assert [record.key for record in store.user_sessions("42", T0 + 2)] == [KEY2]
 
 
 def test_a_unix_socket_url_reaches_the_same_server(own_server, make):
@@ -411,9 +431,7 @@ def test_a_sweep_works_in_batches_per_partition_and_tells_its_progress(store, en
     assert len(looked) > PARTITIONS // 2, "a batch at a time, not a partition"
 
 
-def test_a_users_ends_come_from_their_own_index_filled_once_however_often_told(make, ends):
-    from session_expiry.stores.readmodel import EndsQuery
-
+def test_a_users_ends_come_from_their_own_index_filled_once_by_the_ending_script(make, ends):
     store = make(on_end=ends)
     for name, user in (("a", "7"), ("b", "8"), ("c", "7")):
         store.open(session_key(name), user, T0)
@@ -427,15 +445,15 @@ def test_a_users_ends_come_from_their_own_index_filled_once_however_often_told(m
         page = store.recent_ends(EndsQuery(user_id=user, reason=reason))
         return [(event.session_key, event.reason) for event in page.rows]
 
-    assert ends_of("7") == [(session_key("a"), "logged_out")], "told: filed; not told: not yet"
-    store.claim_after = 0
-    store.sweep(T0 + 13)
-    assert ends_of("7") == [(session_key("c"), "revoked"), (session_key("a"), "logged_out")]
+    both = [(session_key("c"), "revoked"), (session_key("a"), "logged_out")]
+    assert ends_of("7") == both, "filed by the script, told or not"
     assert ends_of("7", "revoked") == [(session_key("c"), "revoked")]
     assert ends_of("8") == [(session_key("b"), "logged_out")]
+    store.claim_after = 0
+    store.sweep(T0 + 13)
     event = next(event for event in ends.events if event.session_key == session_key("c"))
     store._notify(store.layout.partition(event.session_key).events, [("0-1", event)])
-    assert len(ends_of("7")) == 2, "told twice, filed once"
+    assert ends_of("7") == both, "told twice, filed once"
 
 
 def test_a_password_try_that_cannot_be_counted_is_refused_not_let_through(store, monkeypatch):

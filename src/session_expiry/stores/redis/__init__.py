@@ -14,8 +14,8 @@ event to the partition's Stream and delivers it to the ending process's consumer
 consumer group ``notify``, which tells the subscribers, then acknowledges it. An event a
 process could not acknowledge (it died) is claimed by a sweeper (``XAUTOCLAIM``) and told
 again: at least once for notifications, exactly one event per session. The per-user index
-lives in the user's slot: the event's consumer takes an ended session out of it, and every
-reader checks the sessions it names.
+is kept in every partition beside the user's sessions there, so the scripts that open and
+end a session change it in the same atomic step.
 
 One class, :class:`RedisStore`, put together from a module per concern: :mod:`.layout` (the
 keys), :mod:`.connection` (the client, the scripts in ``lua/``), :mod:`.lifecycle`,

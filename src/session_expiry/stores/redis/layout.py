@@ -18,11 +18,15 @@ Per partition ``{tag}``:
 - ``started``: every session by its start, for the last 24 hours' count;
 - ``ended``: the tombstones by end, members ``<key>:<reason>:<duration>:<user>``, so the
   report reads an end without reading its tombstone;
-- ``events``: the end events (a Stream) with the consumer group ``notify``.
+- ``events``: the end events (a Stream) with the consumer group ``notify``;
+- per user with sessions in the partition (named by the SHA-1 of the user's id, which a
+  script computes too: no user id in a key name), ``u:<sha1>``, the keys of their open
+  sessions (a set), and ``ue:<sha1>``, their ends (as ``ended``). A user's index is thus in
+  the slot of each of their sessions: the script that opens or ends a session changes it in
+  the same atomic step, and a user's sessions are read from every partition at once.
 
-Outside the partitions: per user, in the user's slot (``{u.<hash>}``), the index of their
-open sessions (``sessions``, a set) and their ends (``ended``, as the partitions' ``ended``);
-the password failures (``{throttle}``) and the refused requests (``{refusals}``).
+Outside the partitions: the password failures (``{throttle}``) and the refused requests
+(``{refusals}``).
 """
 from __future__ import annotations
 
@@ -86,6 +90,14 @@ class Partition:
     def events(self) -> str:
         return self.base + "events"
 
+    def user(self, user_id: str) -> str:
+        """The set of the user's open sessions in this partition."""
+        return f"{self.base}u:{user_tag(user_id)}"
+
+    def user_ended(self, user_id: str) -> str:
+        """The user's ends in this partition, as :attr:`ended` holds them."""
+        return f"{self.base}ue:{user_tag(user_id)}"
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -99,19 +111,6 @@ class Layout:
 
     def partition(self, key: str) -> Partition:
         return self.partitions[partition_of(key)]
-
-    def user(self, user_id: str) -> str:
-        """The set of a user's session keys; the user's id is not in the key name."""
-        return self._user_base(user_id) + "sessions"
-
-    def user_ended(self, user_id: str) -> str:
-        """A user's ends by their time, members as in ``ended`` (the report's ends of one
-        user, without walking everybody's)."""
-        return self._user_base(user_id) + "ended"
-
-    def _user_base(self, user_id: str) -> str:
-        digest = hashlib.sha256(str(user_id).encode()).hexdigest()[:20]
-        return f"{self.prefix}:{{u.{digest}}}:"
 
     @cached_property
     def failures(self) -> str:
@@ -134,8 +133,9 @@ class Layout:
         return f"{self.prefix}:{{*}}:s:*"
 
 
-def ended_member(key: str, reason: str, duration: int, user_id: str) -> str:
-    return f"{key}:{reason}:{duration}:{user_id}"
+def user_tag(user_id: str) -> str:
+    """What names a user's keys: the SHA-1 of their id (``redis.sha1hex`` in a script)."""
+    return hashlib.sha1(str(user_id).encode()).hexdigest()  # noqa: S324 (a name, not a secret)
 
 
 def parse_ended(member: str) -> tuple[str, str, int, str]:

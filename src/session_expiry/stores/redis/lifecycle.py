@@ -11,7 +11,7 @@ from ...record import SessionRecord
 from ..data import EMPTY, MAX_WRITE_ATTEMPTS, SessionData, encode, merge
 from ..sweeping import report
 from .connection import UNREACHABLE, Connection, unavailable
-from .layout import GROUP, Layout, ended_member
+from .layout import GROUP, Layout
 
 log = logging.getLogger("session_expiry.stores.redis")
 
@@ -54,9 +54,6 @@ class Lifecycle:
         record = SessionRecord.opened(key, user_id, now, self.policy, ip=ip,
                                       user_agent=user_agent)
         self._forget_read()
-        # The index first: it may name a session that is not (yet, or any more) open, which
-        # every reader checks, but never lack an open one.
-        self.redis.client.sadd(self.layout.user(record.user_id), key)
         keep = self.policy.absolute_timeout + self.policy.retention + SAFETY
         opened = self.redis.run("open", [self.layout.partition(key).base], [
             key, record.user_id, now, record.idle_deadline, record.absolute_deadline,
@@ -130,7 +127,7 @@ class Lifecycle:
 
     @unavailable
     def end_user_sessions(self, user_id, reason, now, keep=None):
-        keys = sorted(self.redis.client.smembers(self.layout.user(str(user_id))) - {keep})
+        keys = sorted(self._keys_of_user(str(user_id)) - {keep})
         return [record for record in (self.end(key, reason, now) for key in keys)
                 if record is not None]
 
@@ -150,9 +147,18 @@ class Lifecycle:
     def _forget_read(self) -> None:
         self._just_read.read = None
 
+    def _keys_of_user(self, user_id: str) -> set[str]:
+        """The keys of the user's open sessions: their index in every partition, read at
+        once (one round trip; one per server of a cluster)."""
+        pipe = self.redis.client.pipeline(transaction=False)
+        for partition in self.layout.partitions:
+            pipe.smembers(partition.user(user_id))
+        return set().union(*pipe.execute())
+
     def _records_of_user(self, user_id: str) -> list[SessionRecord]:
-        """The records the user's index names that are still the user's (open or not)."""
-        keys = sorted(self.redis.client.smembers(self.layout.user(user_id)))
+        """The records of the user's open sessions (a session that ended meanwhile, as a
+        tombstone)."""
+        keys = sorted(self._keys_of_user(user_id))
         pipe = self.redis.client.pipeline(transaction=False)
         for key in keys:
             pipe.hgetall(self.layout.partition(key).session(key))
@@ -161,29 +167,17 @@ class Lifecycle:
                 if fields and fields.get("u") == user_id]
 
     def _notify(self, stream: str, events: list[tuple[str, SessionEnded]]) -> int:
-        """Tell of ``events`` (delivered to this store's consumer): move each session from
-        its user's open sessions to the user's ends, hand the event to the subscribers, then
-        acknowledge it. A process that dies before the acknowledgement leaves the events
-        pending, for a sweeper to claim and tell again (at least once; every step here may
-        be done twice)."""
+        """Tell of ``events`` (delivered to this store's consumer; the ending script has
+        written everything else): hand each to the subscribers, then acknowledge them. A
+        process that dies before the acknowledgement leaves them pending, for a sweeper to
+        claim and tell again (at least once)."""
         if not events:
-            return 0
-        client, layout = self.redis.client, self.layout
-        pipe = client.pipeline(transaction=False)
-        for _, event in events:  # (sessions of many users: slots of their own, not atomic)
-            pipe.srem(layout.user(event.user_id), event.session_key)
-            ended = layout.user_ended(event.user_id)
-            pipe.zadd(ended, {ended_member(event.session_key, event.reason, event.duration,
-                                           event.user_id): event.ended_at})
-            pipe.zremrangebyscore(ended, "-inf", event.ended_at - self.policy.retention)
-            pipe.expire(ended, self._keep)
-        try:
-            pipe.execute()
-        except UNREACHABLE as error:  # the sessions are ended; a sweeper tells them later
-            log.warning("%d ended sessions left for a sweeper to tell: Redis: %s",
-                        len(events), error)
             return 0
         for _, event in events:
             report(self.on_end, event)
-        client.xack(stream, GROUP, *(event_id for event_id, _ in events))
+        try:
+            self.redis.client.xack(stream, GROUP, *(event_id for event_id, _ in events))
+        except UNREACHABLE as error:  # the sessions are ended; a sweeper tells them again
+            log.warning("%d ended sessions told but not acknowledged, for a sweeper to tell "
+                        "again: Redis: %s", len(events), error)
         return len(events)

@@ -20,7 +20,7 @@ from ..readmodel import (
     summarize,
 )
 from .connection import unavailable
-from .layout import parse_ended
+from .layout import parse_ended, user_tag
 from .lifecycle import record_of
 
 #: The sorted set each sort of the active sessions walks.
@@ -98,40 +98,20 @@ class Reports:
 
     @unavailable
     def recent_ends(self, query):
-        if query.user_id is not None:
-            return self._ends_of_user(query)
         after = query.after
+        whose = "" if query.user_id is None else user_tag(query.user_id)
         found = [[(int(at), member) for member, at in zip(flat[::2], flat[1::2], strict=True)]
                  for flat in self.redis.run_each("recent", [
                      ([partition.base], [
                          "" if after is None else after.value,
                          "" if after is None else after.key, query.reason or "",
-                         query.limit + 1])
+                         query.limit + 1, whose])
                      for partition in self.layout.partitions])]
         rows = []
         for at, member in list(heapq.merge(*found, reverse=True))[:query.limit + 1]:
             key, reason, duration, user_id = parse_ended(member)
             rows.append(SessionEnded(key, user_id, reason, at, duration))
         return page_of(rows, query.limit, lambda event: Cursor(event.ended_at, event.session_key))
-
-    def _ends_of_user(self, query):
-        """A page of one user's ends, from their own index, newest first."""
-        name, after, rows = self.layout.user_ended(query.user_id), query.after, []
-        offset, chunk = 0, 4 * (query.limit + 1)
-        while len(rows) <= query.limit:
-            found = self.redis.client.zrevrangebyscore(
-                name, "+inf" if after is None else after.value, "-inf", start=offset,
-                num=chunk, withscores=True)
-            for member, at in found:
-                key, reason, duration, user_id = parse_ended(member)
-                if (query.reason in (None, reason)
-                        and after_cursor(int(at), key, after, descending=True)):
-                    rows.append(SessionEnded(key, user_id, reason, int(at), duration))
-            if len(found) < chunk:
-                break
-            offset += chunk
-        return page_of(rows[:query.limit + 1], query.limit,
-                       lambda event: Cursor(event.ended_at, event.session_key))
 
     @unavailable
     def prune_refusals(self, horizon: int) -> None:

@@ -13,7 +13,8 @@ local function ensure_group()
 end
 
 -- End the open session ``key`` at ``now`` for ``reason`` (for its timeout instead, when
--- past its deadline): the data goes, the tombstone stays, the event goes to the stream.
+-- past its deadline): the data goes, the tombstone stays, the session moves from its
+-- user's open sessions to the user's ends, the event goes to the stream.
 -- Returns the event's id and the tombstone ({id, key, user, created, last seen, idle
 -- deadline, absolute deadline, ip, user agent, ended at, reason}), or nil when it is not
 -- open.
@@ -32,7 +33,12 @@ local function finish(key, reason, now, keep)
   redis.call('ZREM', base .. 'due', key)
   redis.call('ZREM', base .. 'seen', key)
   redis.call('ZREM', base .. 'born', key)
-  redis.call('ZADD', base .. 'ended', now, key .. ':' .. reason .. ':' .. duration .. ':' .. f[1])
+  local member = key .. ':' .. reason .. ':' .. duration .. ':' .. f[1]
+  redis.call('ZADD', base .. 'ended', now, member)
+  local user = redis.sha1hex(f[1])
+  redis.call('SREM', base .. 'u:' .. user, key)
+  redis.call('ZADD', base .. 'ue:' .. user, now, member)
+  redis.call('EXPIRE', base .. 'ue:' .. user, keep)
   ensure_group()  -- after the first write: a full Redis still lets an end go on
   local id = redis.call('XADD', events, '*', 'key', key, 'user', f[1], 'reason', reason,
                         'at', now, 'duration', duration)

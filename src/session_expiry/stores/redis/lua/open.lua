@@ -13,4 +13,7 @@ redis.call('ZADD', base .. 'due', math.min(idle, absolute), key)
 redis.call('ZADD', base .. 'seen', now, key)
 redis.call('ZADD', base .. 'born', now, key)
 redis.call('ZADD', base .. 'started', now, key)
+local index = base .. 'u:' .. redis.sha1hex(ARGV[2])  -- the user's sessions here
+redis.call('SADD', index, key)
+redis.call('EXPIRE', index, tonumber(ARGV[8]))
 return 1

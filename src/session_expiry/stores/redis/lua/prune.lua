@@ -5,9 +5,10 @@
 local doomed = redis.call('ZRANGEBYSCORE', base .. 'ended', '-inf', tonumber(ARGV[1]),
                           'LIMIT', 0, tonumber(ARGV[3]))
 for _, member in ipairs(doomed) do
-  local key = string.match(member, '^([^:]*):')
+  local key, user = string.match(member, '^([^:]*):[^:]*:[^:]*:(.*)$')
   redis.call('DEL', base .. 's:' .. key)
   redis.call('ZREM', base .. 'ended', member)
+  redis.call('ZREM', base .. 'ue:' .. redis.sha1hex(user), member)
 end
 redis.call('ZREMRANGEBYSCORE', base .. 'started', '-inf', tonumber(ARGV[2]))
 -- The stream keeps its entries for ``retention``, and every entry not yet acknowledged.

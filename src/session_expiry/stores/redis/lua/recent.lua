@@ -1,7 +1,9 @@
--- ARGV: cursor value ('' for the first page), cursor key, reason ('' for any), how many.
+-- ARGV: cursor value ('' for the first page), cursor key, reason ('' for any), how many,
+-- whose ends ('' for everybody's, else the user's tag: their index of their own).
 -- The partition's ends before the cursor, newest first, of that reason:
--- {member, at, member, at, ...}. (One user's ends have an index of their own.)
+-- {member, at, member, at, ...}.
 local ended = base .. 'ended'
+if ARGV[5] ~= '' then ended = base .. 'ue:' .. ARGV[5] end
 local cursor, after, reason = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local want = tonumber(ARGV[4])
 local out, offset, chunk = {}, 0, want * 2 + 16
