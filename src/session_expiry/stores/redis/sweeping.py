@@ -5,6 +5,7 @@ least once); tombstones past retention pruned."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from redis.exceptions import ResponseError
 
@@ -40,23 +41,36 @@ class Sweeping(SweepsInThread):
         result = SweepResult()
         due = self.due_count(now) if progress else 0
         looked_at = 0
-        for partition in self.layout.partitions:
-            while True:
-                claimed, *rows = self.redis.run("sweep", [partition.base],
-                                                [now, batch, self.consumer, self._keep])
-                events = [(event_id, SessionEnded.of(record))
-                          for event_id, record in map(tombstone_of, rows)]
+        with ThreadPoolExecutor(1, thread_name_prefix="session-expiry-sweep") as ahead:
+            for stream, claimed, events in self._ended_batches(now, batch, ahead):
                 result.ended.update(event.reason for _, event in events)
-                result.notified += self._notify(partition.events, events)
+                result.notified += self._notify(stream, events)
                 looked_at += claimed
                 if progress and claimed:
                     progress(looked_at, max(due, looked_at))
-                if claimed < batch:
-                    break
         result.notified += self.notify_pending(batch)
         result.pruned = self.prune(now, batch)
         result.seconds = time.monotonic() - started
         return result
+
+    def _ended_batches(self, now: int, batch: int, ahead: ThreadPoolExecutor):
+        """Every partition's overdue sessions ended, a batch at a time: (the partition's
+        stream, how many were due, the events). The next batch's script is sent (by
+        ``ahead``) before a batch is handed over, so Redis ends the next batch while this
+        process tells this one."""
+        def end_batch(partition):
+            claimed, *rows = self.redis.run("sweep", [partition.base],
+                                            [now, batch, self.consumer, self._keep])
+            return partition, claimed, rows
+
+        partitions = iter(self.layout.partitions)
+        running = ahead.submit(end_batch, next(partitions))
+        while running is not None:
+            partition, claimed, rows = running.result()
+            following = partition if claimed == batch else next(partitions, None)
+            running = None if following is None else ahead.submit(end_batch, following)
+            yield partition.events, claimed, [(event_id, SessionEnded.of(record))
+                                              for event_id, record in map(tombstone_of, rows)]
 
     @unavailable
     def due_count(self, now: int) -> int:
