@@ -10,17 +10,22 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from itertools import chain
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from session_expiry.clock import FrozenClock
+from session_expiry.decision import END_REASONS
 from session_expiry.stores import StoreUnavailable, session_key
-from session_expiry.stores.readmodel import EndsQuery
+from session_expiry.stores.readmodel import HOUR, WINDOW, EndsQuery, hours_ago, length_bucket
 from session_expiry.stores.redis import RedisStore
 from session_expiry.stores.redis.layout import GROUP, PARTITIONS, SLOTS, TAGS, Layout
 from session_expiry.stores.redis.lifecycle import tombstone_of
+from session_expiry.stores.redis.reports import end_counts, fold_tallies
 from tests.conftest import clear_redis
 from tests.redis_server import RedisServer
 from tests.unit.test_stores import IDLE, KEY, KEY2, POLICY, RETENTION, T0, Crash, Ends
@@ -161,6 +166,36 @@ def test_saving_unchanged_data_sends_no_write(store, redis_server):
     loaded = store.load_data(KEY)
     assert counted(redis_server, lambda: store.save_data(KEY, {}, base=loaded)) \
         == Counter({"hexists": 1})
+
+
+# -- the summary's tallies ------------------------------------------------------------------
+
+ENDS = st.lists(st.tuples(st.integers(T0 - 2 * WINDOW, T0 + 2 * HOUR),
+                          st.integers(0, 10 * HOUR), st.sampled_from(list(map(str, END_REASONS)))),
+                max_size=60)
+
+
+@given(ENDS, st.integers(T0 - HOUR, T0 + HOUR))
+def test_the_hourly_tallies_fold_into_what_each_end_counts_for(ends, now):
+    """``fold_tallies`` of the tallies the ending script writes (per hour and reason,
+    ``<second of the hour> <duration> ``), then ``end_counts``, give every end after
+    ``since`` its column, reason and length bucket, and its length: what the memory store
+    counts end by end."""
+    since = now - WINDOW
+    texts: dict = {}
+    for at, duration, reason in ends:
+        hour = at // HOUR
+        texts[hour, reason] = texts.get((hour, reason), "") + f"{at - hour * HOUR} {duration} "
+    tallies = [part for (hour, reason), text in texts.items() for part in (hour, reason, text)]
+    columns: defaultdict = defaultdict(list)
+    fold_tallies(now, since, tallies, columns)
+    kept = [(at, duration, reason) for at, duration, reason in ends if at > since]
+    assert Counter({(row.hours_ago, row.reason, row.bucket): row.count
+                    for row in end_counts(columns)}) \
+        == Counter((hours_ago(at, now), reason, length_bucket(duration))
+                   for at, duration, reason in kept)
+    assert sorted(chain.from_iterable(columns.values())) \
+        == sorted(duration for _, duration, _ in kept)
 
 
 # -- the layout on a cluster -------------------------------------------------------------------

@@ -7,8 +7,6 @@ import re
 
 import pytest
 from bs4 import BeautifulSoup
-from hypothesis import given
-from hypothesis import strategies as st
 
 from session_expiry.reports import charts
 from session_expiry.reports.devices import describe_device
@@ -32,7 +30,6 @@ from session_expiry.stores.readmodel import (
     page_of,
     parse_cursor,
     percentile,
-    percentile_counted,
     summarize,
 )
 
@@ -97,13 +94,6 @@ def test_percentile_of_one_value_is_that_value():
 ])
 def test_percentile_is_nearest_rank(values, fraction, expected):
     assert percentile(values, fraction) == expected
-
-
-@given(st.dictionaries(st.integers(0, 10**6), st.integers(1, 50), max_size=40),
-       st.sampled_from([.5, .9, .01, 1.0]))
-def test_percentile_of_counts_is_that_of_every_value_as_often_as_counted(counts, fraction):
-    values = sorted(value for value, count in counts.items() for _ in range(count))
-    assert percentile_counted(counts, fraction) == percentile(values, fraction)
 
 
 def test_percentile_returns_a_member_of_the_values():

@@ -55,19 +55,6 @@ def percentile(sorted_values: Sequence[int], fraction: float) -> int | None:
     return sorted_values[rank - 1]
 
 
-def percentile_counted(counts: dict[int, int], fraction: float) -> int | None:
-    """:func:`percentile` of the values ``counts`` holds, each as often as it says."""
-    total = sum(counts.values())
-    if not total:
-        return None
-    rank, seen = max(1, math.ceil(fraction * total)), 0
-    for value in sorted(counts):
-        seen += counts[value]
-        if seen >= rank:
-            return value
-    raise AssertionError("unreachable: the ranks add up to the total")
-
-
 @dataclass(frozen=True)
 class EndCount:
     """Sessions that ended ``hours_ago`` hours ago, for ``reason``, in length ``bucket``."""

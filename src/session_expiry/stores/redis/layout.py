@@ -19,6 +19,10 @@ Per partition ``{tag}``:
 - ``ended``: the tombstones by end, members ``<key>:<reason>:<duration>:<user>``, so the
   report reads an end without reading its tombstone;
 - ``events``: the end events (a Stream) with the consumer group ``notify``;
+- ``t:<hour>:<reason>``: the tally of the ends in that hour (epoch seconds // 3600) for
+  that reason, ``<second of the hour> <duration> `` each (a string the ending script
+  appends to), kept two days: the report's summary reads the last 24 hours from them, not
+  from every end;
 - per user with sessions in the partition (named by the SHA-1 of the user's id, which a
   script computes too: no user id in a key name), ``u:<sha1>``, the keys of their open
   sessions (a set), and ``ue:<sha1>``, their ends (as ``ended``). A user's index is thus in

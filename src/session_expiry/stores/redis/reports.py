@@ -3,19 +3,25 @@ script on its own slot, then folded together here (the pure folding is the read 
 from __future__ import annotations
 
 import heapq
-from collections import Counter
+from bisect import bisect_right
+from collections import Counter, defaultdict
+from functools import partial
+from itertools import chain
 
+from ...decision import END_REASONS
 from ...events import SessionEnded
 from ..readmodel import (
     HOUR,
+    HOURS,
     LENGTH_EDGES,
     WINDOW,
     ActiveSort,
     Cursor,
     EndCount,
     after_cursor,
+    hours_ago,
     page_of,
-    percentile_counted,
+    percentile,
     sort_value,
     summarize,
 )
@@ -26,6 +32,34 @@ from .lifecycle import record_of
 #: The sorted set each sort of the active sessions walks.
 _SORTED_BY = {ActiveSort.STARTED: "born", ActiveSort.LAST_SEEN: "seen",
               ActiveSort.REMAINING: "due"}
+
+
+def fold_tallies(now: int, since: int, tallies: list, columns: defaultdict) -> None:
+    """Add the lengths of the ends in a partition's hourly tallies (``[hour, reason, tally,
+    ...]``, each tally ``<second of the hour> <duration> `` per end) that lie after
+    ``since`` to ``columns[hours ago, reason]``.
+
+    An hour's ends fall in at most two columns of the chart: those up to ``now``'s second
+    of the hour ``ago`` hours ago, the later ones an hour less."""
+    for hour, reason, tally in zip(tallies[::3], tallies[1::3], tallies[2::3], strict=True):
+        start = int(hour) * HOUR
+        numbers = list(map(int, tally.split()))
+        ends = zip(numbers[::2], numbers[1::2], strict=True)  # (second, duration)
+        if start <= since:  # the window opens in this hour
+            ends = [(second, duration) for second, duration in ends if start + second > since]
+        ago, split = divmod(now - start, HOUR)
+        earlier = columns[min(HOURS - 1, max(0, ago)), reason]
+        later = columns[min(HOURS - 1, max(0, ago - 1)), reason]
+        for second, duration in ends:
+            (earlier if second <= split else later).append(duration)
+
+
+def end_counts(columns: dict) -> list[EndCount]:
+    """The rows of the chart and histogram from the lengths by (hours ago, reason)."""
+    bucket = partial(bisect_right, LENGTH_EDGES)  # length_bucket, in C
+    return [EndCount(hours, reason, length, count)
+            for (hours, reason), lengths in columns.items()
+            for length, count in Counter(map(bucket, lengths)).items()]
 
 
 class Reports:
@@ -40,18 +74,18 @@ class Reports:
         since = now - WINDOW
         active = started = 0
         earliest = None
-        groups: Counter = Counter()
-        lengths: Counter = Counter()
-        for counted, begun, first, grouped, measured in self.redis.run_each("summary", [
-                ([partition.base], [now, since, *LENGTH_EDGES])
+        columns: defaultdict = defaultdict(list)  # (hours ago, reason): lengths
+        for counted, begun, first, tallies, later in self.redis.run_each("summary", [
+                ([partition.base], [now, since, *map(str, END_REASONS)])
                 for partition in self.layout.partitions]):
             active, started = active + counted, started + begun
             if first != "":
                 earliest = int(first) if earliest is None else min(earliest, int(first))
-            for group, count in zip(grouped[::2], grouped[1::2], strict=True):
-                groups[group] += count
-            for length, count in zip(measured[::2], measured[1::2], strict=True):
-                lengths[int(length)] += count
+            fold_tallies(now, since, tallies, columns)
+            for member, at in zip(later[::2], later[1::2], strict=True):
+                _, reason, duration, _ = parse_ended(member)
+                columns[hours_ago(int(at), now), reason].append(duration)
+        lengths = sorted(chain.from_iterable(columns.values()))
         refusals = []
         for field, count in self.redis.client.hgetall(self.layout.refusals).items():
             hour, reason = field.split(":", 1)
@@ -59,11 +93,8 @@ class Reports:
                 refusals.append((reason, int(count)))
         return summarize(
             now, active=active, started=started,
-            end_counts=[EndCount(int(hours), reason, int(bucket), count)
-                        for (hours, reason, bucket), count
-                        in ((group.split(":"), count) for group, count in groups.items())],
-            refusals=refusals,
-            lengths=(percentile_counted(lengths, .5), percentile_counted(lengths, .9)),
+            end_counts=end_counts(columns),
+            refusals=refusals, lengths=(percentile(lengths, .5), percentile(lengths, .9)),
             sweeper_lag=now - earliest if earliest is not None and earliest <= now else 0)
 
     @unavailable

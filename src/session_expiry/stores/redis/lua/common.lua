@@ -3,6 +3,8 @@
 local base = KEYS[1]
 
 local events = base .. 'events'
+-- How long an hour's tally of ends is kept (seconds): the summary reads the last 24 hours.
+local TALLY_KEEP = 2 * 86400
 
 -- The stream's consumer group, made before its first entry (every entry is delivered by
 -- ``deliver`` in the script that adds it, so '>' there reads just those).
@@ -39,6 +41,13 @@ local function finish(key, reason, now, keep)
   redis.call('SREM', base .. 'u:' .. user, key)
   redis.call('ZADD', base .. 'ue:' .. user, now, member)
   redis.call('EXPIRE', base .. 'ue:' .. user, keep)
+  -- The summary's tally: per hour and reason, "<second of the hour> <duration> " each.
+  local hour = math.floor(now / 3600)
+  local tally = base .. 't:' .. hour .. ':' .. reason
+  local entry = (now - hour * 3600) .. ' ' .. duration .. ' '
+  if redis.call('APPEND', tally, entry) == #entry then
+    redis.call('EXPIRE', tally, TALLY_KEEP)
+  end
   ensure_group()  -- after the first write: a full Redis still lets an end go on
   local id = redis.call('XADD', events, '*', 'key', key, 'user', f[1], 'reason', reason,
                         'at', now, 'duration', duration)
