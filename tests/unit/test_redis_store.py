@@ -8,6 +8,7 @@ Everything runs against real ``redis-server`` processes the suite starts itself.
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 from collections import Counter, defaultdict
@@ -21,6 +22,7 @@ from redis.crc import key_slot
 from session_expiry.clock import FrozenClock
 from session_expiry.decision import END_REASONS
 from session_expiry.stores import StoreUnavailable, session_key
+from session_expiry.stores.memory import MemoryStore
 from session_expiry.stores.readmodel import HOUR, WINDOW, EndsQuery, hours_ago, length_bucket
 from session_expiry.stores.redis import RedisStore
 from session_expiry.stores.redis.layout import GROUP, PARTITIONS, SLOTS, TAGS, Layout
@@ -196,6 +198,26 @@ def test_the_hourly_tallies_fold_into_what_each_end_counts_for(ends, now):
                    for at, duration, reason in kept)
     assert sorted(chain.from_iterable(columns.values())) \
         == sorted(duration for _, duration, _ in kept)
+
+
+def test_the_summary_from_tallies_is_the_memory_stores_end_by_end_count(make):
+    """The same sessions opened and ended on the memory store and on Redis, over 32 hours
+    around the report's clock (ends after its hour too): the same summary, whatever the
+    clock's second of the hour."""
+    rng = random.Random(23)
+    redis_store, memory = make(), MemoryStore(POLICY, FrozenClock(T0))
+    reasons = ["logged_out", "revoked", "ended_by_user", "reauth_failed"]
+    for i in range(400):
+        opened = T0 - 30 * HOUR + rng.randrange(32 * HOUR)
+        key = session_key(f"tallied-{i}")
+        for store in (redis_store, memory):
+            store.open(key, str(i % 7), opened)
+        if i % 5:  # four in five end, within their idle timeout
+            reason, at = rng.choice(reasons), opened + rng.randrange(IDLE)
+            for store in (redis_store, memory):
+                store.end(key, reason, at)
+    for now in (T0, T0 + 1234, T0 - 777, T0 + HOUR - 1):
+        assert redis_store.summary(now) == memory.summary(now)
 
 
 # -- the layout on a cluster -------------------------------------------------------------------
