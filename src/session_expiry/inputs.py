@@ -208,48 +208,71 @@ class SentCookies:
     too_large: int = 0  # the length of a Cookie header past the bound, read as none
 
 
-class Verified:
-    """The answers of a signature check, keyed by a hash of the value checked.
+_UNKNOWN = object()
 
-    A browser sends the same signed cookies on every request, and checking them
-    is most of the cost of reading a Cookie header (about 10 of 14 µs), so each
-    distinct value is checked once. Bounded in bytes: ``size`` entries of a
-    32-byte digest and an answer that is no credential (a session key, which is
-    a hash itself; a ticket's user, binding and time, which sign nobody in). The
-    raw session ids and signed tickets are never kept past their request.
-    """
 
-    def __init__(self, check: Callable[[str], object], size: int = 4096):
-        self.check = check
+def digest(text: str) -> bytes:
+    """What a remembered answer is kept under: the SHA-256 of the text it answers for."""
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
+
+
+class Remembered:
+    """Answers kept by the digest of what they answer for: at most ``size`` of them (the
+    oldest forgotten first), each a 32-byte digest and an answer that is no credential,
+    so bounded in bytes whatever the texts were, and never holding the text itself."""
+
+    def __init__(self, size: int = 4096):
         self.size = size
         self._answers: dict[bytes, object] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, value: str):
-        digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
-        try:
-            return self._answers[digest]
-        except KeyError:
-            pass
-        answer = self.check(value)
+    def get(self, key: bytes, default=None):
+        return self._answers.get(key, default)
+
+    def put(self, key: bytes, answer) -> None:
         with self._lock:
             if len(self._answers) >= self.size:  # forget the oldest
                 del self._answers[next(iter(self._answers))]
-            self._answers[digest] = answer
-        return answer
+            self._answers[key] = answer
 
     def __len__(self) -> int:
         return len(self._answers)
 
 
+class Verified(Remembered):
+    """The answers of a signature check, by the digest of the value checked.
+
+    A browser sends the same signed cookies on every request, and checking them
+    is most of the cost of reading a Cookie header (about 10 of 14 µs), so each
+    distinct value is checked once. The answer is no credential (a session key,
+    which is a hash itself; a ticket's user, binding and time, which sign nobody
+    in): the raw session ids and signed tickets are never kept past their request.
+    """
+
+    def __init__(self, check: Callable[[str], object], size: int = 4096):
+        super().__init__(size)
+        self.check = check
+
+    def __call__(self, value: str):
+        key = digest(value)
+        answer = self.get(key, _UNKNOWN)
+        if answer is _UNKNOWN:
+            answer = self.check(value)
+            self.put(key, answer)
+        return answer
+
+
 class CookieReader:
     """Reads a request's Cookie header into :class:`SentCookies`.
 
-    Nothing keyed by the header itself is kept (a cache of headers let one
-    client pin 4096 of its largest in memory, and kept signed-in clients'
-    session ids and tickets there after they signed out): each request's header
-    is read afresh in one linear pass, and only the signature checks of its two
-    cookies are remembered, by :class:`Verified`.
+    A header is read in one linear pass. What a well-formed header (a browser's, sent
+    again on every request) said is remembered by its digest (:class:`Remembered`): the
+    ticket's reading, the session key and where the session id lies in the header, which
+    are no credential; the id is taken from the header itself each time. So nothing keyed
+    by the header's text, and no session id, ticket or header, is kept past its request
+    (a cache of whole headers let one client pin 4096 of its largest in memory, and kept
+    signed-in clients' credentials after they signed out). The signature checks of the
+    two cookies are remembered the same way, by :class:`Verified`.
     """
 
     def __init__(self, ticket_cookie: str, session_cookie: str, ticket_secret: str,
@@ -259,6 +282,9 @@ class CookieReader:
         self.max_header = max_header
         self._ticket = Verified(partial(read_ticket, ticket_secret), size)
         self._session_key = Verified(partial(read_session_key, cookie_secret), size)
+        #: By a well-formed header's digest: (ticket, ticket sent, session key, where the
+        #: signed session cookie's value lies in the header).
+        self._headers = Remembered(size)
 
     def read(self, environ) -> SentCookies:
         """What the request's cookies say; its ``HTTP_COOKIE`` left holding the kept pairs.
@@ -270,6 +296,11 @@ class CookieReader:
         if len(header) > self.max_header:
             environ["HTTP_COOKIE"] = ""
             return SentCookies(None, False, None, None, too_large=len(header))
+        known = digest(header)
+        said = self._headers.get(known)
+        if said is not None:
+            ticket, ticket_sent, key, (start, end) = said
+            return SentCookies(ticket, ticket_sent, header[start:end] if key else None, key)
         cookies = read_cookie_header(header)
         if cookies.dropped:
             log.info("dropped %d malformed cookie(s)", cookies.dropped)
@@ -280,9 +311,23 @@ class CookieReader:
         ticket = self._ticket(ticket) if ticket else None
         key = self._session_key(session) if session and len(session) <= MAX_COOKIE_LENGTH \
             else None
-        return SentCookies(
-            ticket=ticket,
-            ticket_sent=cookies.has(ticket_cookie),
-            # Signed and checked: the id is the value after Beaker's 40-digit signature.
-            session_id=session[SIGNATURE_LENGTH:] if key else None,
-            session_key=key)
+        # Signed and checked: the id is the value after Beaker's 40-digit signature.
+        sent = SentCookies(ticket=ticket, ticket_sent=cookies.has(ticket_cookie),
+                           session_id=session[SIGNATURE_LENGTH:] if key else None,
+                           session_key=key)
+        if cookies.text is header:  # well-formed: the same header reads the same next time
+            span = _id_span(header, session_cookie, session) if key else (0, 0)
+            self._headers.put(known, (ticket, sent.ticket_sent, key, span))
+        return sent
+
+
+def _id_span(header: str, name: str, value: str) -> tuple[int, int]:
+    """Where the session id lies in a well-formed ``header`` whose cookie ``name`` has the
+    signed ``value``: after its signature."""
+    offset = 0
+    for part in header.split("; "):
+        if part == f"{name}={value}":
+            start = offset + len(name) + 1
+            return start + SIGNATURE_LENGTH, start + len(value)
+        offset += len(part) + 2
+    raise AssertionError("unreachable: the header's one value of the cookie is in it")

@@ -239,10 +239,45 @@ def test_the_cookie_reader_keeps_no_credential_and_a_bounded_number_of_checks():
         sent = cookies.read({"HTTP_COOKIE": f"session={session}; auth_tkt={ticket}"})
         assert sent.session_id == session_id
         assert sent.session_key == session_key(session_id)
-    kept = repr(vars(cookies._ticket)) + repr(vars(cookies._session_key))
-    assert len(cookies._ticket) == len(cookies._session_key) == 8
+    kept = repr(vars(cookies._ticket)) + repr(vars(cookies._session_key)) \
+        + repr(vars(cookies._headers))
+    assert len(cookies._ticket) == len(cookies._session_key) == len(cookies._headers) == 8
     assert not any(session_id in kept for session_id in ids)
     assert "auth_tkt" not in kept and "session=" not in kept
+
+
+@pytest.mark.parametrize("order", [
+    "session={s}; auth_tkt={t}", "auth_tkt={t}; session={s}", "a=1; session={s}; b=2",
+    "session={s}", "xsession={s}; session={s}; auth_tkt={t}", "auth_tkt={t}",
+    "session={s}; session={s}", "session={s}; auth_tkt=forged"])
+def test_a_header_read_again_is_read_from_memory_as_it_was_read_afresh(order):
+    ticket = build_ticket("ticket-secret", "42", "s" + A[:32], 1_800_000_000)
+    _, session = SignedCookie(SECRET).value_encode(A)
+    header = order.format(s=session, t=ticket)
+    cookies = reader()
+    first = cookies.read({"HTTP_COOKIE": header})
+    assert len(cookies._headers) == 1, "a well-formed header is remembered"
+    again = cookies.read({"HTTP_COOKIE": header})
+    assert again == first == reader().read({"HTTP_COOKIE": header})
+    assert again.session_id == (A if "session=" in order.replace("xsession", "") else None)
+
+
+def test_a_malformed_header_is_read_afresh_every_time_and_never_remembered():
+    _, session = SignedCookie(SECRET).value_encode(A)
+    cookies = reader()
+    for _ in range(2):
+        environ = {"HTTP_COOKIE": f'session={session}; junk="\\x'}
+        assert cookies.read(environ).session_id == A
+        assert environ["HTTP_COOKIE"] == f"session={session}", "rewritten each time"
+    assert len(cookies._headers) == 0
+
+
+def test_a_tampered_header_is_not_read_from_the_memory_of_the_genuine_one():
+    _, session = SignedCookie(SECRET).value_encode(A)
+    cookies = reader()
+    assert cookies.read({"HTTP_COOKIE": f"session={session}"}).session_id == A
+    tampered = f"session={session[:40]}{B}"
+    assert cookies.read({"HTTP_COOKIE": tampered}).session_id is None
 
 
 def test_a_check_remembered_is_the_check_of_that_value_only():
