@@ -21,7 +21,6 @@ the first page of recent ends). Exit code 1 when a median misses the 100 ms targ
 """
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import time
@@ -39,6 +38,7 @@ from benchmarks.report_scale import (
     Sizes,
     Timing,
     operations,
+    parse,
     print_table,
 )
 from benchmarks.report_scale import measure as time_operations
@@ -176,19 +176,8 @@ def figures(smoke: bool = False) -> list[Figure]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.redis_report",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sessions", type=int, default=Sizes.sessions)
-    parser.add_argument("--events", type=int, default=Sizes.events)
-    parser.add_argument("--active", type=int, default=Sizes.active)
-    parser.add_argument("--users", type=int, default=Sizes.users)
-    parser.add_argument("--repeat", type=int, default=20, help="timed rounds (default 20)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes, a few seconds; fails only when something breaks")
-    parser.add_argument("--url", help="an empty Redis to use instead of starting a server")
-    args = parser.parse_args(argv)
-    sizes = SMOKE if args.smoke else Sizes(args.sessions, args.events, args.active, args.users)
-    repeat = min(args.repeat, 3) if args.smoke else args.repeat
+    args, sizes, repeat = parse(argv, "python -m benchmarks.redis_report", __doc__,
+                                "an empty Redis")
     if args.url:
         return run(args.url, sizes, repeat, args.smoke)
     server = RedisServer().start()

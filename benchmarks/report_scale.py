@@ -389,9 +389,12 @@ def print_plans(plans: list[Plan], say: Callable[[str], None] = print) -> list[P
 
 # -- the run -----------------------------------------------------------------------------------
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.report_scale",
-                                     description=__doc__.split("\n\n")[0])
+def parse(argv: list[str] | None, prog: str = "python -m benchmarks.report_scale",
+          description: str = __doc__, store: str = "an empty PostgreSQL database",
+          ) -> tuple[argparse.Namespace, Sizes, int]:
+    """The command line of a report benchmark (this one's, or ``redis_report``'s, whose
+    ``store`` is what ``--url`` names): the arguments, the sizes and the rounds to time."""
+    parser = argparse.ArgumentParser(prog=prog, description=description.partition("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=Sizes.sessions)
     parser.add_argument("--events", type=int, default=Sizes.events)
     parser.add_argument("--active", type=int, default=Sizes.active)
@@ -399,9 +402,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=20, help="timed rounds (default 20)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, a few seconds; fails only when something breaks")
-    parser.add_argument("--url", help="an empty PostgreSQL database to use instead of "
-                                      "starting a server")
-    return parser.parse_args(argv)
+    parser.add_argument("--url", help=f"{store} to use instead of starting a server")
+    args = parser.parse_args(argv)
+    sizes = SMOKE if args.smoke else Sizes(args.sessions, args.events, args.active, args.users)
+    return args, sizes, min(args.repeat, 3) if args.smoke else args.repeat
 
 
 def run(url: str, sizes: Sizes, repeat: int, smoke: bool,
@@ -469,9 +473,7 @@ def figures(smoke: bool = False) -> list[Figure]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    sizes = SMOKE if args.smoke else Sizes(args.sessions, args.events, args.active, args.users)
-    repeat = min(args.repeat, 3) if args.smoke else args.repeat
+    args, sizes, repeat = parse(argv)
     if args.url:
         return run(args.url, sizes, repeat, args.smoke)
     server = PostgresServer().start()
