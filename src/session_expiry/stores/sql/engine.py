@@ -2,6 +2,7 @@
 makes, transactions, and what the store says when the database does not serve it."""
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import sqlalchemy as sa
@@ -11,6 +12,12 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..contract import StoreUnavailable
 from ..data import encode
+
+#: Held while a new SQLite connection asks for write-ahead logging: the first one switches
+#: a file that has none (an exclusive lock), and a switch racing a transaction begun on
+#: another new connection can deadlock, which SQLite answers at once with "database is
+#: locked", not after the busy timeout. One at a time, every later one finds it switched.
+_WAL_SWITCH = threading.Lock()
 
 
 def engine_for(url: str) -> sa.Engine:
@@ -27,7 +34,8 @@ def engine_for(url: str) -> sa.Engine:
         @sa.event.listens_for(engine, "connect")
         def _configure(dbapi_connection, _record):
             dbapi_connection.isolation_level = None  # we say BEGIN ourselves
-            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            with _WAL_SWITCH:
+                dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
         @sa.event.listens_for(engine, "begin")
         def _begin(connection):
